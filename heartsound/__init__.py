@@ -1,0 +1,3 @@
+"""heartsound: heart-sound recordings -> a trained, evaluated, reusable classifier."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,97 @@
+"""Recording-level scoring: aggregate window probabilities, compute metrics, draw the confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+)
+
+# PASCAL screening view: abnormal vs normal; artifact is not a heart condition.
+SCREENING_ABNORMAL = ("murmur", "extrastole", "extrahls")
+SCREENING_NORMAL = ("normal",)
+
+
+def aggregate(window_probs: np.ndarray, recording_ids, how: str = "mean") -> pd.DataFrame:
+    """Window probabilities -> one row of class probabilities per recording (order of first appearance)."""
+    frame = pd.DataFrame(window_probs)
+    frame["recording_id"] = list(recording_ids)
+    grouped = frame.groupby("recording_id", sort=False)
+    probs = grouped.mean() if how == "mean" else grouped.max()
+    if how == "max":
+        probs = probs.div(probs.sum(axis=1), axis=0)
+    return probs
+
+
+def screening_metrics(y_true, y_pred, abnormal=SCREENING_ABNORMAL, normal=SCREENING_NORMAL) -> dict | None:
+    """Sensitivity, specificity and MAcc = (Se + Sp) / 2 with abnormal as positive.
+
+    Recordings whose true label is neither abnormal nor normal are left out; a prediction
+    outside both counts as not abnormal. None when either side has no recordings.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    keep = np.isin(y_true, abnormal) | np.isin(y_true, normal)
+    true_pos = np.isin(y_true[keep], abnormal)
+    pred_pos = np.isin(y_pred[keep], abnormal)
+    if true_pos.sum() == 0 or (~true_pos).sum() == 0:
+        return None
+    se = float((pred_pos & true_pos).sum() / true_pos.sum())
+    sp = float((~pred_pos & ~true_pos).sum() / (~true_pos).sum())
+    return {"sensitivity": se, "specificity": sp, "macc": (se + sp) / 2, "n_recordings": int(keep.sum())}
+
+
+def classification_metrics(y_true, y_pred, classes) -> dict:
+    """Accuracy, balanced accuracy, macro-F1 and per-class precision/recall/F1/support."""
+    report = classification_report(y_true, y_pred, labels=list(classes), output_dict=True, zero_division=0)
+    per_class = {
+        c: {
+            "precision": report[c]["precision"],
+            "recall": report[c]["recall"],
+            "f1": report[c]["f1-score"],
+            "support": int(report[c]["support"]),
+        }
+        for c in classes
+    }
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=list(classes), average="macro", zero_division=0)),
+        "n_recordings": int(len(y_true)),
+        "per_class": per_class,
+    }
+    screening = screening_metrics(y_true, y_pred)
+    if screening is not None:
+        metrics["screening"] = screening
+    return metrics
+
+
+def plot_confusion(y_true, y_pred, classes, path) -> None:
+    """Confusion matrix normalised by true class (rows sum to 1), with class names and counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = confusion_matrix(y_true, y_pred, labels=list(classes))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    fig, ax = plt.subplots(figsize=(1.3 * len(classes) + 2, 1.1 * len(classes) + 1.5))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title("Confusion matrix (rows normalised by true class)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

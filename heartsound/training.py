@@ -1,0 +1,97 @@
+"""The train and evaluate steps: features on disk -> model directory -> metrics and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from heartsound import evaluation, features, model
+from heartsound.config import Params
+
+
+def encode(labels, classes) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def model_metadata(params: Params, classes: list[str], feature_params: dict) -> dict:
+    """What a model needs to be used correctly: classes, feature params, input shape, aggregation."""
+    import keras
+
+    return {
+        "format": "heartsound-model/1",
+        "classes": list(classes),
+        "featurize": feature_params,
+        "input_shape": [feature_params["n_mfcc"], features.frames_per_window(params.featurize), 1],
+        "aggregation": params.evaluate.aggregation,
+        "model": params.train.model,
+        "dataset": params.data.dataset,
+        "keras_version": keras.__version__,
+    }
+
+
+def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) -> dict:
+    """Train on the train split, early-stop on val, save the model with its metadata."""
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    meta = features.load_meta(features_dir)
+    classes = meta["classes"]
+    x_train, w_train = features.load_split(features_dir, "train")
+    x_val, w_val = features.load_split(features_dir, "val")
+    # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it mid-repro.
+    with Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        trained, history = model.train(
+            np.asarray(x_train), encode(w_train["label"], classes),
+            np.asarray(x_val), encode(w_val["label"], classes),
+            len(classes), params.train, callbacks=[DVCLiveCallback(live=live)],
+        )
+        best = int(np.argmin(history["val_loss"])) if "val_loss" in history else len(history["loss"]) - 1
+        live.summary["best_epoch"] = best + 1
+        live.summary["epochs_run"] = len(history["loss"])
+    model.save(trained, model_metadata(params, classes, meta["featurize"]), model_dir)
+    return {"epochs_run": len(history["loss"]), "best_epoch": best + 1}
+
+
+def recording_predictions(probs: np.ndarray, windows, classes, how: str):
+    """Window probabilities -> (recording ids, true labels, predicted labels, recording probabilities)."""
+    rec_probs = evaluation.aggregate(probs, windows["recording_id"], how)
+    truth = windows.groupby("recording_id", sort=False)["label"].first().loc[rec_probs.index]
+    predicted = np.asarray(classes)[rec_probs.to_numpy().argmax(axis=1)]
+    return rec_probs.index.to_list(), truth.to_numpy(), predicted, rec_probs.to_numpy()
+
+
+def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path: str, plots_dir: str) -> dict:
+    """Score the test split at recording level; write metrics.json, the confusion PNG and its data."""
+    with open(Path(model_dir) / model.METADATA_FILE, encoding="utf-8") as f:
+        classes = json.load(f)["classes"]
+    x_test, w_test = features.load_split(features_dir, "test")
+    keras_model = model.load_keras(model_dir)
+    probs = model.predict_windows(keras_model, np.asarray(x_test))
+    ids, y_true, y_pred, rec_probs = recording_predictions(probs, w_test, classes, params.evaluate.aggregation)
+    metrics = evaluation.classification_metrics(y_true, y_pred, classes)
+    metrics["split"] = "test"
+    os.makedirs(Path(metrics_path).parent, exist_ok=True)
+    with open(metrics_path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    evaluation.plot_confusion(y_true, y_pred, classes, plots_dir / "confusion_matrix.png")
+    with open(plots_dir / "confusion.json", "w", encoding="utf-8") as f:
+        json.dump([{"actual": t, "predicted": p} for t, p in zip(y_true, y_pred)], f)
+    write_predictions(Path(metrics_path).parent / "test_predictions.csv", ids, y_true, y_pred, rec_probs, classes)
+    return metrics
+
+
+def write_predictions(path, ids, y_true, y_pred, rec_probs, classes) -> None:
+    """Recording-level test predictions: what predict must reproduce."""
+    import pandas as pd
+
+    table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
+    table.insert(0, "recording_id", ids)
+    table.insert(1, "label", y_true)
+    table.insert(2, "predicted", y_pred)
+    table.to_csv(path, index=False, float_format="%.6f")

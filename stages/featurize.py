@@ -1,0 +1,25 @@
+"""Stage featurize: manifest.csv -> MFCC windows per split (<split>.npy, <split>_windows.csv, meta.json)."""
+
+import argparse
+
+import pandas as pd
+
+from heartsound import config
+from heartsound.features import featurize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("manifest", help="prepare's manifest.csv")
+    parser.add_argument("out_dir", help="where the feature arrays go")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    params = config.load(args.params)
+    manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "label": str, "group": str})
+    summary = featurize(manifest, params.featurize, args.out_dir)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()

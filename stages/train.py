@@ -1,0 +1,22 @@
+"""Stage train: feature windows -> models/ (model.h5, model.tflite, model.json) + training curves."""
+
+import argparse
+
+from heartsound import config
+from heartsound.training import run_train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("features_dir")
+    parser.add_argument("model_dir")
+    parser.add_argument("--live-dir", default="metrics/train", help="dvclive output (training curves)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    params = config.load(args.params)
+    print(run_train(params, args.features_dir, args.model_dir, args.live_dir))
+
+
+if __name__ == "__main__":
+    main()
