@@ -148,7 +148,9 @@ def validate(params: Params) -> Params:
     for key in ("train_fraction", "val_fraction", "test_fraction"):
         _require(0 < getattr(p, key) < 1, f"prepare.{key}", "must be between 0 and 1 (exclusive)")
     total = p.train_fraction + p.val_fraction + p.test_fraction
-    _require(abs(total - 1) < 1e-6, "prepare.train_fraction", f"+ val_fraction + test_fraction must sum to 1, got {total:g}")
+    _require(
+        abs(total - 1) < 1e-6, "prepare.train_fraction", f"+ val_fraction + test_fraction must sum to 1, got {total:g}"
+    )
     _require(f.sample_rate_hz >= 500, "featurize.sample_rate_hz", "must be >= 500")
     _require(f.n_mfcc >= 1, "featurize.n_mfcc", "must be >= 1")
     _require(f.n_mels >= f.n_mfcc, "featurize.n_mels", f"must be >= featurize.n_mfcc ({f.n_mfcc})")

@@ -45,6 +45,19 @@ def screening_metrics(y_true, y_pred, abnormal=SCREENING_ABNORMAL, normal=SCREEN
     return {"sensitivity": se, "specificity": sp, "macc": (se + sp) / 2, "n_recordings": int(keep.sum())}
 
 
+def dataset_metrics(dataset: str, y_true, y_pred, groups=None) -> dict:
+    """Metrics a dataset's own literature reports, beside the common ones (keyed by name)."""
+    if dataset == "pascal":
+        screening = screening_metrics(y_true, y_pred)
+        return {"screening": screening} if screening is not None else {}
+    return {}
+
+
+def score(y_true, y_pred, classes, dataset: str, groups=None) -> dict:
+    """All recording-level metrics: the common ones plus the dataset's own."""
+    return {**classification_metrics(y_true, y_pred, classes), **dataset_metrics(dataset, y_true, y_pred, groups)}
+
+
 def classification_metrics(y_true, y_pred, classes) -> dict:
     """Accuracy, balanced accuracy, macro-F1 and per-class precision/recall/F1/support."""
     report = classification_report(y_true, y_pred, labels=list(classes), output_dict=True, zero_division=0)
@@ -64,9 +77,6 @@ def classification_metrics(y_true, y_pred, classes) -> dict:
         "n_recordings": int(len(y_true)),
         "per_class": per_class,
     }
-    screening = screening_metrics(y_true, y_pred)
-    if screening is not None:
-        metrics["screening"] = screening
     return metrics
 
 
@@ -88,8 +98,15 @@ def plot_confusion(y_true, y_pred, classes, path) -> None:
     ax.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{rates[i, j]:.2f}\n({counts[i, j]})",
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("Confusion matrix (rows normalised by true class)")
     fig.tight_layout()

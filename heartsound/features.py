@@ -19,7 +19,7 @@ from heartsound.config import FeaturizeParams, as_dict
 
 # Params that change the numbers; jobs and cache_dir only change how they are computed.
 NOT_IN_KEY = ("jobs", "cache_dir")
-WINDOW_COLUMNS = ["window", "recording_id", "label", "start_s"]
+WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s"]
 
 
 def feature_key_params(params: FeaturizeParams) -> dict:
@@ -185,7 +185,9 @@ def write_split_arrays(
                 raise RuntimeError(f"feature cache entry for {row.path} vanished or changed during featurize")
             out[offset : offset + n] = array
             for i in range(n):
-                windows.append((offset + i, row.recording_id, row.label, round(i * hop / params.sample_rate_hz, 4)))
+                windows.append(
+                    (offset + i, row.recording_id, row.label, row.group, round(i * hop / params.sample_rate_hz, 4))
+                )
             offset += n
         out.flush()
         del out
@@ -199,7 +201,12 @@ def featurize(manifest: pd.DataFrame, params: FeaturizeParams, out_dir: str | os
     n_windows, counts = fill_cache(manifest, params)
     summary = write_split_arrays(manifest, n_windows, params, out_dir)
     classes = sorted(manifest["label"].unique())
-    meta = {"classes": classes, "featurize": feature_key_params(params), "feature_shape": list(feature_shape(params)), "splits": summary}
+    meta = {
+        "classes": classes,
+        "featurize": feature_key_params(params),
+        "feature_shape": list(feature_shape(params)),
+        "splits": summary,
+    }
     with open(Path(out_dir) / "meta.json", "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
     return {**counts, **summary}
@@ -209,7 +216,9 @@ def load_split(features_dir: str | os.PathLike, split: str) -> tuple[np.ndarray,
     """(windows array [n, n_mfcc, frames], window table) of one split written by featurize."""
     features_dir = Path(features_dir)
     x = np.load(features_dir / f"{split}.npy", mmap_mode="r")
-    windows = pd.read_csv(features_dir / f"{split}_windows.csv", dtype={"recording_id": str, "label": str})
+    windows = pd.read_csv(
+        features_dir / f"{split}_windows.csv", dtype={"recording_id": str, "label": str, "group": str}
+    )
     return x, windows
 
 

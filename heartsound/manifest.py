@@ -13,8 +13,18 @@ from heartsound.config import DataParams, PrepareParams
 from heartsound.datasets import get_reader
 
 MANIFEST_COLUMNS = [
-    "recording_id", "path", "label", "group", "split", "duration_s", "sample_rate_hz",
-    "channels", "source", "noisy", "sha256", "duplicate_of",
+    "recording_id",
+    "path",
+    "label",
+    "group",
+    "split",
+    "duration_s",
+    "sample_rate_hz",
+    "channels",
+    "source",
+    "noisy",
+    "sha256",
+    "duplicate_of",
 ]
 REJECTION_COLUMNS = ["path", "reason"]
 

@@ -24,9 +24,7 @@ def _holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int)
     return mask
 
 
-def split_train_val_test(
-    labels, groups, val_fraction: float, test_fraction: float, seed: int
-) -> np.ndarray:
+def split_train_val_test(labels, groups, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """Assign 'train' / 'val' / 'test' per row, stratified by label, grouped by group."""
     labels, groups = np.asarray(labels), np.asarray(groups)
     split = np.full(len(labels), "train", dtype=object)

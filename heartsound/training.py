@@ -45,9 +45,13 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) 
     # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it mid-repro.
     with Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         trained, history = model.train(
-            np.asarray(x_train), encode(w_train["label"], classes),
-            np.asarray(x_val), encode(w_val["label"], classes),
-            len(classes), params.train, callbacks=[DVCLiveCallback(live=live)],
+            np.asarray(x_train),
+            encode(w_train["label"], classes),
+            np.asarray(x_val),
+            encode(w_val["label"], classes),
+            len(classes),
+            params.train,
+            callbacks=[DVCLiveCallback(live=live)],
         )
         best = int(np.argmin(history["val_loss"])) if "val_loss" in history else len(history["loss"]) - 1
         live.summary["best_epoch"] = best + 1
@@ -57,11 +61,17 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) 
 
 
 def recording_predictions(probs: np.ndarray, windows, classes, how: str):
-    """Window probabilities -> (recording ids, true labels, predicted labels, recording probabilities)."""
+    """Window probabilities -> (recording ids, true labels, predicted labels, recording probabilities, groups)."""
     rec_probs = evaluation.aggregate(probs, windows["recording_id"], how)
-    truth = windows.groupby("recording_id", sort=False)["label"].first().loc[rec_probs.index]
+    firsts = windows.groupby("recording_id", sort=False)[["label", "group"]].first().loc[rec_probs.index]
     predicted = np.asarray(classes)[rec_probs.to_numpy().argmax(axis=1)]
-    return rec_probs.index.to_list(), truth.to_numpy(), predicted, rec_probs.to_numpy()
+    return (
+        rec_probs.index.to_list(),
+        firsts["label"].to_numpy(),
+        predicted,
+        rec_probs.to_numpy(),
+        firsts["group"].to_numpy(),
+    )
 
 
 def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path: str, plots_dir: str) -> dict:
@@ -71,8 +81,8 @@ def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path
     x_test, w_test = features.load_split(features_dir, "test")
     keras_model = model.load_keras(model_dir)
     probs = model.predict_windows(keras_model, np.asarray(x_test))
-    ids, y_true, y_pred, rec_probs = recording_predictions(probs, w_test, classes, params.evaluate.aggregation)
-    metrics = evaluation.classification_metrics(y_true, y_pred, classes)
+    ids, y_true, y_pred, rec_probs, groups = recording_predictions(probs, w_test, classes, params.evaluate.aggregation)
+    metrics = evaluation.score(y_true, y_pred, classes, params.data.dataset, groups)
     metrics["split"] = "test"
     os.makedirs(Path(metrics_path).parent, exist_ok=True)
     with open(metrics_path, "w", encoding="utf-8") as f:

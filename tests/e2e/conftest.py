@@ -1,0 +1,130 @@
+"""A real DVC project in a temporary git repo, copied from this checkout, on a small PASCAL subset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEAM_REMOTE = REPO_ROOT.parent / "shared" / "dvc-remote"
+
+# Small and fast, but every stage does real work: 6 recordings per class, 3 epochs.
+SUBSET_PARAMS = {
+    "prepare": {"max_per_class": 6},
+    "featurize": {"jobs": 1, "cache_dir": ".heartsound-cache/features"},
+    "train": {"epochs": 3, "patience": 3},
+}
+
+
+class Project:
+    """A throw-away clone of the project: run commands in it, edit its params."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.invalid",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.invalid",
+            "DVC_NO_ANALYTICS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+
+    def run(self, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run a command (dvc/git/python/heartsound) in the project; fail with its output."""
+        cmd = list(args)
+        if cmd[0] == "dvc":
+            cmd = [sys.executable, "-m", "dvc", *cmd[1:]]
+        elif cmd[0] == "python":
+            cmd[0] = sys.executable
+        result = subprocess.run(
+            cmd, cwd=cwd or self.path, env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("dvc", *args, check=check)
+
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("git", *args, check=check)
+
+    @property
+    def params_path(self) -> Path:
+        return self.path / "params.yaml"
+
+    def set_params(self, overrides: dict) -> None:
+        """Merge {section: {key: value}} into params.yaml."""
+        params = yaml.safe_load(self.params_path.read_text())
+        for section, values in overrides.items():
+            params.setdefault(section, {}).update(values)
+        self.params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message, "--allow-empty")
+
+    def stages_run(self, output: str) -> list[str]:
+        """Names of the stages a `dvc repro` output says it ran."""
+        return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+def copy_checkout(dest: Path) -> None:
+    """The project's files as git sees them (tracked + untracked, not ignored), without DVC outputs."""
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, listed):
+        src = REPO_ROOT / rel
+        if not src.is_file() or rel.startswith(("tests/", "benchmarks/", "docs/")):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
+def make_project(path: Path, params: dict | None = SUBSET_PARAMS, pull: bool = True) -> Project:
+    """A fresh git + DVC project at path: the checkout's files, the team remote, optionally pulled."""
+    path.mkdir(parents=True, exist_ok=True)
+    copy_checkout(path)
+    project = Project(path)
+    project.git("init", "-q", "-b", "main")
+    # The committed remote URL is relative to the checkout; point this copy at the same remote.
+    project.dvc("remote", "modify", "--local", "team", "url", str(TEAM_REMOTE))
+    if params:
+        project.set_params(params)
+    project.commit("project under test")
+    if pull:
+        project.dvc("pull", "-q", "data/raw/pascal.dvc")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    """A pulled project on the PASCAL subset, nothing run yet."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="module")
+def built_project(tmp_path_factory) -> Project:
+    """A project on the subset after one full `dvc repro`, committed (shared by a module's tests)."""
+    project = make_project(tmp_path_factory.mktemp("built") / "project")
+    project.dvc("repro")
+    project.commit("pipeline outputs")
+    return project

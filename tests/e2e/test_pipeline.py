@@ -1,0 +1,60 @@
+"""The whole pipeline with real `dvc repro` on a small PASCAL subset."""
+
+import json
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_repro_builds_valid_outputs(built_project):
+    p = built_project.path
+    metrics = json.loads((p / "metrics/metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    manifest = pd.read_csv(p / "data/prepared/manifest.csv")
+    rejections = pd.read_csv(p / "data/prepared/rejections.csv")
+    assert metrics["n_recordings"] == (manifest["split"] == "test").sum()
+    assert len(manifest) + len(rejections) == 832
+    assert manifest.groupby("group")["split"].nunique().max() == 1
+    assert (p / "plots/confusion_matrix.png").stat().st_size > 1000
+    assert (p / "metrics/train/plots/metrics/train/loss.tsv").exists()
+    assert (p / "metrics/train/plots/metrics/eval/loss.tsv").exists()
+    meta = json.loads((p / "models/model.json").read_text())
+    assert meta["classes"] == sorted(manifest["label"].unique())
+
+    # The saved HDF5 model loads and predicts one probability row per window.
+    check = (
+        "import numpy as np, keras;"
+        "m = keras.models.load_model('models/model.h5', compile=False);"
+        "x = np.load('data/features/test.npy')[..., None];"
+        "p = m.predict(x, verbose=0);"
+        "assert p.shape == (len(x), %d) and np.allclose(p.sum(1), 1, atol=1e-4); print('ok')"
+    ) % len(meta["classes"])
+    assert built_project.run("python", "-c", check).stdout.strip().endswith("ok")
+
+
+def test_second_repro_runs_nothing(built_project):
+    out = built_project.dvc("repro").stdout
+    assert built_project.stages_run(out) == []
+    assert "up to date" in out
+
+
+def test_train_param_change_reruns_train_and_evaluate_only(built_project):
+    built_project.set_params({"train": {"epochs": 2}})
+    out = built_project.dvc("repro").stdout
+    assert sorted(built_project.stages_run(out)) == ["evaluate", "train"]
+    built_project.git("checkout", "params.yaml")
+    built_project.dvc("checkout", "-q")
+
+
+def test_metrics_diff_between_commits(built_project):
+    built_project.set_params({"train": {"learning_rate": 0.01}})
+    built_project.dvc("repro")
+    diff = built_project.dvc("metrics", "diff", "HEAD").stdout
+    assert "metrics/metrics.json" in diff
+    params_diff = built_project.dvc("params", "diff", "HEAD").stdout
+    assert "train.learning_rate" in params_diff
+    built_project.git("checkout", "params.yaml", "dvc.lock")
+    built_project.dvc("checkout", "-q")
