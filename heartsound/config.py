@@ -71,6 +71,8 @@ class EvaluateParams:
 class CrossvalParams:
     folds: int = 5
     seed: int = 42
+    # Share of each fold's training groups held out for early stopping.
+    val_fraction: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ def validate(params: Params) -> Params:
     _require(t.learning_rate > 0, "train.learning_rate", "must be > 0")
     _require(t.patience >= 0, "train.patience", "must be >= 0")
     _require(params.crossval.folds >= 2, "crossval.folds", "must be >= 2")
+    _require(0 < params.crossval.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)")
     return params
 
 
