@@ -1,31 +1,27 @@
 """Dataset readers: each turns one dataset layout into candidate recordings.
 
 A reader is a function ``read(root) -> list[Candidate]`` listing every audio file under
-``root``, each with its label and group, or with the reason it cannot be used.
+``root``, each with its label and group, or with the reason it cannot be used. A root
+that does not have the reader's layout at all raises LayoutError naming what is wrong.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from heartsound.datasets import pascal
+from heartsound.datasets import circor2022, folder, pascal, physionet2016, yaseen2018
+from heartsound.datasets.candidate import Candidate, LayoutError
 
-
-@dataclass(frozen=True)
-class Candidate:
-    path: str  # as found under the dataset root (root joined)
-    label: str | None
-    group: str  # recordings of one group (patient) never go to two splits
-    source: str  # sub-collection, e.g. set_a
-    noisy: bool = False
-    rejection: str | None = None  # why it is not usable, decided from its name or layout
-
+__all__ = ["Candidate", "LayoutError", "READERS", "get_reader"]
 
 Reader = Callable[[str], list[Candidate]]
 
 READERS: dict[str, Reader] = {
     "pascal": pascal.read,
+    "physionet2016": physionet2016.read,
+    "yaseen2018": yaseen2018.read,
+    "circor2022": circor2022.read,
+    "folder": folder.read,
 }
 
 

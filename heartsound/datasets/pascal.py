@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from heartsound.datasets.candidate import Candidate
+
 LABELS = ("normal", "murmur", "extrahls", "artifact", "extrastole")
 UNLABELLED = ("Aunlabelledtest", "Bunlabelledtest")
 AUDIO_SUFFIXES = (".wav",)
@@ -39,10 +41,8 @@ def group_of(path: Path) -> str:
     return f"{source}:patient{patient}" if patient else f"{source}:{path.stem}"
 
 
-def read(root: str):
+def read(root: str) -> list[Candidate]:
     """Every audio file under root as a Candidate."""
-    from heartsound.datasets import Candidate
-
     candidates = []
     for path in sorted(Path(root).rglob("*")):
         if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
