@@ -15,6 +15,13 @@ from sklearn.metrics import (
 # PASCAL screening view: abnormal vs normal; artifact is not a heart condition.
 SCREENING_ABNORMAL = ("murmur", "extrastole", "extrahls")
 SCREENING_NORMAL = ("normal",)
+SCREENING_CLASSES = {
+    "pascal": {"abnormal": SCREENING_ABNORMAL, "normal": SCREENING_NORMAL},
+    # The 2016 challenge scored abnormal (REFERENCE 1) against normal (-1).
+    "physionet2016": {"abnormal": ("abnormal",), "normal": ("normal",)},
+}
+# CirCor 2022 weighted accuracy: a missed murmur costs most, an Unknown (poor recording) next.
+MURMUR_WEIGHTS = {"Present": 5, "Unknown": 3, "Absent": 1}
 
 
 def aggregate(window_probs: np.ndarray, recording_ids, how: str = "mean") -> pd.DataFrame:
@@ -45,11 +52,65 @@ def screening_metrics(y_true, y_pred, abnormal=SCREENING_ABNORMAL, normal=SCREEN
     return {"sensitivity": se, "specificity": sp, "macc": (se + sp) / 2, "n_recordings": int(keep.sum())}
 
 
+def patient_murmur(recording_labels) -> str:
+    """A CirCor patient's murmur class from its recordings' classes.
+
+    Present if any recording is Present (a murmur heard at one location makes the patient
+    Present, as CirCor annotates it), else Unknown if any is Unknown, else Absent. On true labels
+    this gives back the patient's Murmur column; on predictions, the one answer per patient the
+    challenge scores.
+    """
+    labels = set(recording_labels)
+    for murmur in ("Present", "Unknown"):
+        if murmur in labels:
+            return murmur
+    return "Absent"
+
+
+def weighted_murmur_accuracy(patient_true, patient_pred) -> float:
+    """The CirCor 2022 challenge's weighted accuracy over patients.
+
+    Correct patients count with their true class's weight (Present 5, Unknown 3, Absent 1):
+    sum(w[true] * (pred == true)) / sum(w[true]), so missing a murmur costs most.
+    """
+    patient_true, patient_pred = np.asarray(patient_true), np.asarray(patient_pred)
+    unknown = set(patient_true) - set(MURMUR_WEIGHTS)
+    if unknown:
+        raise ValueError(f"murmur labels must be {', '.join(MURMUR_WEIGHTS)}, got {sorted(unknown)}")
+    weights = np.array([MURMUR_WEIGHTS[label] for label in patient_true], dtype=float)
+    return float((weights * (patient_true == patient_pred)).sum() / weights.sum())
+
+
+def murmur_metrics(y_true, y_pred, groups) -> dict | None:
+    """CirCor 2022 patient-level murmur scores from recording labels and their patients (groups).
+
+    Returns weighted accuracy (the challenge's), plain accuracy and the patient count; None
+    when there are no recordings.
+    """
+    recordings = pd.DataFrame({"true": np.asarray(y_true), "pred": np.asarray(y_pred), "patient": np.asarray(groups)})
+    if recordings.empty:
+        return None
+    patients = recordings.groupby("patient").agg({"true": patient_murmur, "pred": patient_murmur})
+    return {
+        "weighted_accuracy": weighted_murmur_accuracy(patients["true"], patients["pred"]),
+        "accuracy": float((patients["true"] == patients["pred"]).mean()),
+        "n_patients": int(len(patients)),
+    }
+
+
 def dataset_metrics(dataset: str, y_true, y_pred, groups=None) -> dict:
-    """Metrics a dataset's own literature reports, beside the common ones (keyed by name)."""
-    if dataset == "pascal":
-        screening = screening_metrics(y_true, y_pred)
+    """Metrics a dataset's own literature reports, beside the common ones (keyed by name).
+
+    pascal and physionet2016: "screening" (Se, Sp, MAcc with abnormal positive); circor2022:
+    "murmur" at patient level, which needs the recordings' groups (left out without them).
+    """
+    if dataset in ("pascal", "physionet2016"):
+        classes = SCREENING_CLASSES[dataset]
+        screening = screening_metrics(y_true, y_pred, abnormal=classes["abnormal"], normal=classes["normal"])
         return {"screening": screening} if screening is not None else {}
+    if dataset == "circor2022" and groups is not None:
+        murmur = murmur_metrics(y_true, y_pred, groups)
+        return {"murmur": murmur} if murmur is not None else {}
     return {}
 
 
