@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,16 +31,57 @@ class AudioInfo:
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:
-    """Read a file's header; raise AudioError if it is empty or not decodable audio."""
-    if os.path.getsize(path) == 0:
+    """Read a file's header; raise AudioError if it is missing, empty, truncated or not decodable audio."""
+    try:
+        size_bytes = os.path.getsize(path)
+    except OSError as e:
+        raise AudioError(f"cannot open: {e.strerror or e}") from e
+    if size_bytes == 0:
         raise AudioError("empty file (0 bytes)")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"unreadable audio: {_clean(e)}") from e
+        raise AudioError(f"unreadable audio: {_clean(e, path)}") from e
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError("no audio frames")
+    if info.format in ("WAV", "WAVEX"):
+        _check_wav_complete(path, size_bytes, info.samplerate)
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+
+
+# Writers that stream (and never patch the header) leave the data size at 0 or 0xFFFFFFFF.
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
+def _check_wav_complete(path: str | os.PathLike, size_bytes: int, rate_hz: int) -> None:
+    """Raise AudioError if a RIFF/WAVE file holds less audio than its header announces.
+
+    libsndfile silently decodes what is there, so a cut download or copy would pass as a
+    shorter recording; the header's data-chunk size is the only trace of the cut.
+    """
+    block_align = 0
+    with open(path, "rb") as f:
+        if f.read(4) != b"RIFF" or not f.read(4) or f.read(4) != b"WAVE":
+            return
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            chunk_id, chunk_bytes = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk_id == b"fmt " and chunk_bytes >= 14:
+                block_align = struct.unpack("<H", f.read(14)[12:14])[0]
+                f.seek(chunk_bytes - 14 + (chunk_bytes & 1), os.SEEK_CUR)
+            elif chunk_id == b"data":
+                held_bytes = size_bytes - f.tell()
+                if chunk_bytes not in _UNKNOWN_SIZES and chunk_bytes > held_bytes and block_align:
+                    per_s = block_align * rate_hz
+                    raise AudioError(
+                        f"truncated: the header announces {chunk_bytes / per_s:.2f} s of audio, "
+                        f"the file holds {held_bytes / per_s:.2f} s"
+                    )
+                return
+            else:
+                f.seek(chunk_bytes + (chunk_bytes & 1), os.SEEK_CUR)
 
 
 def _mono_blocks(path: str | os.PathLike, max_frames: int):
@@ -52,7 +94,9 @@ def _mono_blocks(path: str | os.PathLike, max_frames: int):
                     raise AudioError("contains NaN or infinite samples")
                 yield mono
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"unreadable audio data: {_clean(e)}") from e
+        raise AudioError(f"unreadable audio data: {_clean(e, path)}") from e
+    except OSError as e:
+        raise AudioError(f"cannot read: {e.strerror or e}") from e
 
 
 def _check_decoded(frames: int, peak: float) -> None:
@@ -103,5 +147,7 @@ def load(
     return np.concatenate(chunks).astype(np.float32, copy=False), rate
 
 
-def _clean(error: Exception) -> str:
-    return " ".join(str(error).split())[:200]
+def _clean(error: Exception, path: str | os.PathLike) -> str:
+    """libsndfile's message on one line, without the path (the rejections file already has it)."""
+    message = str(error).replace(f"Error opening {str(path)!r}: ", "").replace(str(path), "<file>")
+    return " ".join(message.split())[:200]

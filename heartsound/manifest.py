@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +47,9 @@ def check_recording(path: str, min_duration_s: float) -> tuple[audio.AudioInfo |
         return None, str(e)
     except OSError as e:
         return None, f"cannot open: {e.strerror or e}"
+    except Exception as e:
+        # A decoder bug on one odd file must not cost the other 3000 their run: record it.
+        return None, f"unexpected decode error: {type(e).__name__}: {e}"
     if info.duration_s < min_duration_s:
         return None, f"too short: {info.duration_s:.2f} s < prepare.min_duration_s = {min_duration_s:g} s"
     return info, None
@@ -126,10 +130,13 @@ def prepare(data: DataParams, params: PrepareParams) -> tuple[pd.DataFrame, pd.D
 
 
 def check_accounting(candidates, manifest: pd.DataFrame, rejections: pd.DataFrame) -> None:
-    """Every input is used or rejected, exactly once; raise if the invariant breaks."""
-    inputs = [c.path for c in candidates]
-    accounted = list(manifest["path"]) + list(rejections["path"])
-    if sorted(inputs) != sorted(accounted):
-        missing = set(inputs) - set(accounted)
-        twice = {p for p in accounted if accounted.count(p) > 1}
-        raise RuntimeError(f"prepare lost track of inputs: missing={sorted(missing)[:5]} twice={sorted(twice)[:5]}")
+    """Every input is used or rejected, exactly once; raise RuntimeError if the invariant breaks."""
+    inputs = Counter(c.path for c in candidates)
+    accounted = Counter(manifest["path"]) + Counter(rejections["path"])
+    if inputs != accounted:
+        missing = sorted(inputs - accounted)
+        extra = sorted(accounted - inputs)  # listed twice, or never an input
+        raise RuntimeError(
+            f"prepare lost track of inputs ({sum(inputs.values())} found, {sum(accounted.values())} accounted for): "
+            f"missing={missing[:5]} twice-or-unknown={extra[:5]}"
+        )
