@@ -30,6 +30,7 @@ class Item:
     path: str  # relative to the corpus root
     what: str
     reason: str | None = None  # None = used; else a substring of the rejection reason
+    decodes: bool = True  # False: audio.load itself raises AudioError with `reason`
     tone_hz: float | None = TONE_HZ  # the sine a used file must decode to
     amplitude: float | None = AMPLITUDE  # its peak after mix-down and scaling
     amplitude_tolerance: float = 0.01  # lossy codecs and 8-bit PCM need more
@@ -74,18 +75,25 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
     # Not audio at all, or broken.
     (root / "set_a").mkdir(parents=True, exist_ok=True)
     (root / "set_a/normal__001_zero_bytes.wav").write_bytes(b"")
-    add(Item("set_a/normal__001_zero_bytes.wav", "zero-byte file", reason="empty file"))
+    add(Item("set_a/normal__001_zero_bytes.wav", "zero-byte file", reason="empty file", decodes=False))
 
     _write(root, "set_a/full.tmp.wav", tone(rate), rate, subtype="PCM_16")
     full = (root / "set_a/full.tmp.wav").read_bytes()
     (root / "set_a/full.tmp.wav").unlink()
     (root / "set_a/normal__002_truncated_header.wav").write_bytes(full[:30])
-    add(Item("set_a/normal__002_truncated_header.wav", "header cut before the data chunk", reason="unreadable audio"))
+    add(
+        Item(
+            "set_a/normal__002_truncated_header.wav",
+            "header cut before the data chunk",
+            reason="unreadable audio",
+            decodes=False,
+        )
+    )
     # Cut mid-sample too: 44 header bytes + an odd number of data bytes.
     (root / "set_a/normal__003_truncated_data.wav").write_bytes(full[: 44 + (len(full) - 44) // 2 + 1])
-    add(Item("set_a/normal__003_truncated_data.wav", "data cut at half", reason="truncated"))
+    add(Item("set_a/normal__003_truncated_data.wav", "data cut at half", reason="truncated", decodes=False))
     (root / "set_a/normal__004_text.wav").write_text("this is a text file, not a recording\n" * 20)
-    add(Item("set_a/normal__004_text.wav", "text named .wav", reason="unreadable audio"))
+    add(Item("set_a/normal__004_text.wav", "text named .wav", reason="unreadable audio", decodes=False))
 
     # Other formats under a .wav name: libsndfile decodes by content, so they are used.
     _write(root, "set_a/normal__005_ogg_vorbis.wav", tone(8000), 8000, format="OGG", subtype="VORBIS")
@@ -116,12 +124,19 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
 
     # Decodable but unusable.
     _write(root, "set_a/murmur__040_silent.wav", np.zeros(rate * 3, np.float32), rate, subtype="PCM_16")
-    add(Item("set_a/murmur__040_silent.wav", "all-zero audio", reason="silent"))
+    add(Item("set_a/murmur__040_silent.wav", "all-zero audio", reason="silent", decodes=False))
     for kind, value in (("nan", np.nan), ("inf", np.inf)):
         samples = tone(rate)
         samples[rate] = value
         _write(root, f"set_a/murmur__041_{kind}.wav", samples, rate, subtype="FLOAT")
-        add(Item(f"set_a/murmur__041_{kind}.wav", f"a {kind} sample in a float WAV", reason="NaN or infinite"))
+        add(
+            Item(
+                f"set_a/murmur__041_{kind}.wav",
+                f"a {kind} sample in a float WAV",
+                reason="NaN or infinite",
+                decodes=False,
+            )
+        )
     _write(root, "set_a/normal__042_short.wav", tone(rate, 0.2), rate, subtype="PCM_16")
     add(Item("set_a/normal__042_short.wav", "0.2-s recording", reason="too short"))
 
