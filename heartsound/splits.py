@@ -11,7 +11,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 def _holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of a stratified group holdout of about `fraction` of the rows."""
     n_splits = max(2, int(round(1 / fraction)))
-    n_splits = min(n_splits, len(np.unique(groups)))
+    # StratifiedGroupKFold needs some class with at least n_splits members (tiny subsets).
+    _, class_counts = np.unique(labels, return_counts=True)
+    n_splits = min(n_splits, len(np.unique(groups)), int(class_counts.max()))
     if n_splits < 2:
         return np.zeros(len(labels), bool)
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
