@@ -1,17 +1,27 @@
-"""MFCC features: fixed-length windows over whole recordings, a per-recording cache, per-split arrays."""
+"""MFCC features: fixed-length windows over whole recordings, a per-recording cache, per-split arrays.
+
+The MFCC is computed with numpy alone (mel filterbank and DCT built once per process), equal within float32
+rounding to ``librosa.feature.mfcc`` applied to each window; workers therefore start in milliseconds, with no
+librosa import or numba compilation.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
+import multiprocessing
 import os
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pandas as pd
+import scipy.fft
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from heartsound import audio
@@ -20,6 +30,13 @@ from heartsound.config import FeaturizeParams, as_dict
 # Params that change the numbers; jobs and cache_dir only change how they are computed.
 NOT_IN_KEY = ("jobs", "cache_dir")
 WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s"]
+SPLITS = ("train", "val", "test")
+# Bump when the computation changes meaning, so cache entries from older code are not reused.
+FEATURE_VERSION = 2
+# As librosa.power_to_db: power floor and the dynamic range kept below a window's peak.
+AMIN = 1e-10
+TOP_DB = 80.0
+DTYPE = np.dtype("<f4")
 
 
 def feature_key_params(params: FeaturizeParams) -> dict:
@@ -34,6 +51,7 @@ def window_samples(params: FeaturizeParams) -> tuple[int, int]:
 
 
 def frames_per_window(params: FeaturizeParams) -> int:
+    """MFCC frames in one window: centred frames every hop_length samples, as librosa counts them."""
     length, _ = window_samples(params)
     return 1 + length // params.hop_length
 
@@ -56,148 +74,289 @@ def split_windows(samples: np.ndarray, params: FeaturizeParams) -> tuple[np.ndar
     return np.ascontiguousarray(windows), starts
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear_mel_per_hz = 3.0 / 200.0
+    log_step = np.log(6.4) / 27.0  # 27 mels per factor 6.4 in frequency above the 1 kHz break
+    mel = hz * linear_mel_per_hz
+    above = hz >= 1000.0
+    return np.where(above, 15.0 + np.log(np.maximum(hz, 1000.0) / 1000.0) / log_step, mel)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """Inverse of _hz_to_mel."""
+    mel = np.asarray(mel, dtype=np.float64)
+    log_step = np.log(6.4) / 27.0
+    return np.where(mel >= 15.0, 1000.0 * np.exp(log_step * (np.maximum(mel, 15.0) - 15.0)), mel * 200.0 / 3.0)
+
+
+def mel_filterbank(sample_rate_hz: int, n_fft: int, n_mels: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
+    """Triangular mel filters with Slaney area normalisation, as librosa.filters.mel: float32 [n_mels, 1 + n_fft//2]."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(fmin_hz), _hz_to_mel(fmax_hz), n_mels + 2))
+    widths_hz = np.diff(edges_hz)
+    rising = (fft_hz[None, :] - edges_hz[:-2, None]) / widths_hz[:-1, None]
+    falling = (edges_hz[2:, None] - fft_hz[None, :]) / widths_hz[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    # Equal area per filter, so wide high-frequency filters do not dominate.
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix: x [..., n_in] @ M -> the first n_out coefficients. float32 [n_in, n_out]."""
+    n = np.arange(n_in)
+    k = np.arange(n_out)
+    basis = np.cos(np.pi * k[None, :] * (2 * n[:, None] + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    basis[:, 0] /= np.sqrt(2.0)
+    return basis.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _mfcc_basis(
+    sample_rate_hz: int, n_fft: int, n_mels: int, n_mfcc: int, fmin_hz: float, fmax_hz: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(periodic Hann window [n_fft], mel filters transposed [freqs, n_mels], DCT [n_mels, n_mfcc]), built once."""
+    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    mel = mel_filterbank(sample_rate_hz, n_fft, n_mels, fmin_hz, fmax_hz)
+    return hann, np.ascontiguousarray(mel.T), dct_matrix(n_mels, n_mfcc)
+
+
 def mfcc_windows(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
-    """MFCC of every window of a signal at the feature rate: float32 [n_windows, n_mfcc, frames]."""
-    windows, _ = split_windows(samples, params)
-    # librosa computes a batch of windows in one vectorised call.
-    mfcc = librosa.feature.mfcc(
-        y=windows,
-        sr=params.sample_rate_hz,
-        n_mfcc=params.n_mfcc,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        n_mels=params.n_mels,
-        fmin=params.fmin_hz,
-        fmax=params.fmax_hz,
+    """MFCC of every window of a signal at the feature rate: float32 [n_windows, n_mfcc, frames].
+
+    Each window is featurized on its own, like librosa.feature.mfcc(y=window) with the params' n_fft,
+    hop_length, n_mels, fmin/fmax, centred zero-padded frames and power_to_db(top_db=80).
+    """
+    windows, _ = split_windows(np.asarray(samples, dtype=np.float32), params)
+    hann, mel_t, dct = _mfcc_basis(
+        params.sample_rate_hz, params.n_fft, params.n_mels, params.n_mfcc, params.fmin_hz, params.fmax_hz
     )
-    return mfcc.astype(np.float32)
+    half = params.n_fft // 2
+    padded = np.pad(windows, ((0, 0), (half, half)))
+    # [windows, frames, n_fft] view, then one batched FFT for the whole recording.
+    frames = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft, axis=1)[:, :: params.hop_length]
+    spectrum = scipy.fft.rfft(frames * hann, axis=-1)  # scipy's float32 FFT: ~2x numpy's here
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    log_mel = np.log10(np.maximum(power @ mel_t, AMIN)) * np.float32(10.0)
+    # top_db is relative to each window's own peak, so a window does not depend on the rest of its recording.
+    np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(TOP_DB), out=log_mel)
+    mfcc = log_mel @ dct  # [windows, frames, n_mfcc]
+    return np.ascontiguousarray(mfcc.transpose(0, 2, 1), dtype=np.float32)
 
 
 def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
-    """Decode, resample and featurize one recording file."""
+    """Decode, resample and featurize one recording file: float32 [n_windows, n_mfcc, frames]."""
     samples, _ = audio.load(path, params.sample_rate_hz, params.max_duration_s)
     return mfcc_windows(samples, params)
+
+
+def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) from an open .npy file, leaving it at the start of the data."""
+    major, _ = np.lib.format.read_magic(f)
+    if major == 1:
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)
 
 
 class FeatureCache:
     """Per-recording feature arrays keyed by the recording's content hash and the feature params.
 
-    Entries are written atomically (temp file + rename), so an interrupted run leaves no
-    half-written entry; an entry that fails to load or has the wrong shape is recomputed.
+    Layout: <directory>/<params digest>/<sha[:2]>/<sha>.npy. Entries are written to a temp file and renamed,
+    so an interrupted run leaves no half-written entry under a real name; an entry whose header, shape,
+    dtype or size is wrong is treated as missing and recomputed.
     """
 
     def __init__(self, directory: str | os.PathLike, params: FeaturizeParams):
         self.directory = Path(directory)
         self.params = params
-        blob = json.dumps(feature_key_params(params), sort_keys=True).encode()
-        self.params_digest = hashlib.sha256(blob).hexdigest()[:16]
+        self.shape = feature_shape(params)
+        key = {"version": FEATURE_VERSION, **feature_key_params(params)}
+        self.params_digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def path_for(self, content_sha256: str) -> Path:
-        key = hashlib.sha256(f"{content_sha256}:{self.params_digest}".encode()).hexdigest()
-        return self.directory / key[:2] / f"{key}.npy"
+        return self.directory / self.params_digest / content_sha256[:2] / f"{content_sha256}.npy"
+
+    def _check(self, f) -> tuple[int, int] | None:
+        """(n_windows, data offset) of an open entry if it is complete and of the right shape, else None."""
+        try:
+            shape, fortran, dtype = _read_npy_header(f)
+        except (ValueError, OSError, EOFError, SyntaxError):
+            return None
+        if fortran or dtype != DTYPE or len(shape) != 3 or tuple(shape[1:]) != self.shape or shape[0] < 1:
+            return None
+        offset = f.tell()
+        if os.fstat(f.fileno()).st_size != offset + int(np.prod(shape)) * DTYPE.itemsize:
+            return None  # truncated, or trailing garbage
+        return shape[0], offset
+
+    def windows_in(self, content_sha256: str) -> int | None:
+        """Number of windows of a valid entry, or None if it is missing or unusable (reads the header only)."""
+        try:
+            with open(self.path_for(content_sha256), "rb") as f:
+                checked = self._check(f)
+        except OSError:
+            return None
+        return None if checked is None else checked[0]
 
     def get(self, content_sha256: str) -> np.ndarray | None:
-        path = self.path_for(content_sha256)
+        """The entry's array, or None if it is missing or unusable."""
+        if self.windows_in(content_sha256) is None:
+            return None
         try:
-            array = np.load(path, allow_pickle=False)
+            return np.load(self.path_for(content_sha256), allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
-        if array.ndim != 3 or array.shape[1:] != feature_shape(self.params) or array.dtype != np.float32:
-            return None
-        return array
 
     def put(self, content_sha256: str, array: np.ndarray) -> None:
+        """Store an entry atomically (temp file in the same directory, then rename)."""
         path = self.path_for(content_sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.save(f, array, allow_pickle=False)
+                np.save(f, np.ascontiguousarray(array, dtype=DTYPE), allow_pickle=False)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def copy_data(self, content_sha256: str, n_windows: int, out_fd: int) -> None:
+        """Append an entry's raw array bytes to out_fd (kernel-side copy where possible)."""
+        path = self.path_for(content_sha256)
+        with open(path, "rb") as f:
+            checked = self._check(f)
+            if checked is None or checked[0] != n_windows:
+                raise RuntimeError(f"feature cache entry {path} vanished or changed during featurize")
+            _copy_range(f.fileno(), out_fd, checked[1], n_windows * int(np.prod(self.shape)) * DTYPE.itemsize)
 
-def _featurize_one(task: tuple[str, str, FeaturizeParams]) -> tuple[str, int, bool]:
-    """Worker: make sure one recording's cache entry exists. Returns (sha, n_windows, computed)."""
-    path, sha, params = task
-    cache = FeatureCache(params.cache_dir, params)
-    cached = cache.get(sha)
-    if cached is not None:
-        return sha, len(cached), False
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
+    """Copy count bytes from src_fd at offset to dst_fd's current position."""
+    try:
+        while count > 0:
+            copied = os.copy_file_range(src_fd, dst_fd, count, offset)
+            if copied == 0:
+                raise RuntimeError("source ended early")
+            offset += copied
+            count -= copied
+    except (AttributeError, OSError):
+        # No copy_file_range (not Linux) or not between these file systems: copy through user space.
+        data = os.pread(src_fd, count, offset)
+        if len(data) != count:
+            raise RuntimeError("source ended early") from None
+        os.write(dst_fd, data)
+
+
+def _compute_entry(params: FeaturizeParams, task: tuple[str, str]) -> tuple[str, int]:
+    """Featurize one recording into the cache. task = (path, sha256); returns (sha256, n_windows)."""
+    path, sha = task
     array = recording_features(path, params)
-    cache.put(sha, array)
-    return sha, len(array), True
+    FeatureCache(params.cache_dir, params).put(sha, array)
+    return sha, len(array)
+
+
+def _worker_init() -> None:
+    # One BLAS thread per worker: the workers already use every core the run was given.
+    threadpool_limits(1)
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    """Worker processes; fork (where available) starts them in milliseconds with everything already imported."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=_worker_init)
 
 
 def fill_cache(manifest: pd.DataFrame, params: FeaturizeParams) -> tuple[dict[str, int], dict[str, int]]:
     """Compute every recording missing from the cache, in parallel.
 
-    Returns ({sha256: n_windows}, {"computed": n, "cached": m}). Only window counts cross
-    process boundaries, so memory stays flat however many recordings there are.
+    Valid entries are found from their headers alone; only the missing ones go to workers, so a run with
+    one new recording costs one recording. Returns ({sha256: n_windows}, {"computed": n, "cached": m}).
     """
-    tasks = [(p, s, params) for p, s in manifest[["path", "sha256"]].drop_duplicates("sha256").itertuples(index=False)]
-    jobs = params.jobs or os.cpu_count() or 1
-    counts = {"computed": 0, "cached": 0}
-    n_windows = {}
-    progress = tqdm(total=len(tasks), desc="featurize", unit="file", mininterval=1.0)
-    if jobs == 1 or len(tasks) <= 1:
-        results = map(_featurize_one, tasks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
-        results = pool.map(_featurize_one, tasks, chunksize=max(1, min(32, len(tasks) // (jobs * 8))))
-    try:
-        for sha, n, computed in results:
+    cache = FeatureCache(params.cache_dir, params)
+    n_windows, todo = {}, []
+    for path, sha in manifest[["path", "sha256"]].drop_duplicates("sha256").itertuples(index=False):
+        n = cache.windows_in(sha)
+        if n is None:
+            todo.append((path, sha))
+        else:
             n_windows[sha] = n
-            counts["computed" if computed else "cached"] += 1
-            progress.update()
-    finally:
-        progress.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    counts = {"computed": len(todo), "cached": len(n_windows)}
+    # Largest files first, so no worker is left with one long file at the end.
+    todo.sort(key=lambda task: os.path.getsize(task[0]), reverse=True)
+    jobs = min(params.jobs or os.cpu_count() or 1, len(todo))
+    work = functools.partial(_compute_entry, params)
+    if jobs <= 1:
+        with threadpool_limits(1):  # the same BLAS set-up as a worker, so results are bit-identical
+            _collect(map(work, todo), n_windows, len(todo))
+    else:
+        with _pool(jobs) as pool:
+            _collect(pool.map(work, todo, chunksize=2), n_windows, len(todo))
     return n_windows, counts
+
+
+def _collect(results, n_windows: dict[str, int], total: int) -> None:
+    with tqdm(total=total, desc="featurize", unit="file", mininterval=1.0, disable=total == 0) as progress:
+        for sha, n in results:
+            n_windows[sha] = n
+            progress.update()
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False, "shape": shape}
+    )
+    return header.getvalue()
 
 
 def write_split_arrays(
     manifest: pd.DataFrame, n_windows: dict[str, int], params: FeaturizeParams, out_dir: str | os.PathLike
 ) -> dict:
-    """Stream cached entries into out_dir/<split>.npy plus <split>_windows.csv (window -> recording).
+    """Concatenate cached entries into out_dir/<split>.npy plus <split>_windows.csv (window -> recording).
 
-    Arrays are written through a memory map, one recording at a time.
+    Entries are copied byte for byte after one .npy header, so memory stays flat and no MFCC is re-parsed.
+    Returns {split: {"recordings": n, "windows": m}}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = FeatureCache(params.cache_dir, params)
-    shape = feature_shape(params)
+    _, hop = window_samples(params)
     summary = {}
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         rows = manifest[manifest["split"] == split]
-        counts = [n_windows[sha] for sha in rows["sha256"]]
-        total = int(sum(counts))
-        out = np.lib.format.open_memmap(out_dir / f"{split}.npy", mode="w+", dtype=np.float32, shape=(total, *shape))
-        windows, offset = [], 0
-        _, hop = window_samples(params)
-        for row, n in zip(rows.itertuples(index=False), counts):
-            array = cache.get(row.sha256)
-            if array is None or len(array) != n:
-                raise RuntimeError(f"feature cache entry for {row.path} vanished or changed during featurize")
-            out[offset : offset + n] = array
-            for i in range(n):
-                windows.append(
-                    (offset + i, row.recording_id, row.label, row.group, round(i * hop / params.sample_rate_hz, 4))
-                )
-            offset += n
-        out.flush()
-        del out
-        pd.DataFrame(windows, columns=WINDOW_COLUMNS).to_csv(out_dir / f"{split}_windows.csv", index=False)
+        counts = np.array([n_windows[sha] for sha in rows["sha256"]], dtype=np.int64)
+        total = int(counts.sum())
+        fd = os.open(out_dir / f"{split}.npy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, _npy_header((total, *cache.shape)))
+            for sha, n in zip(rows["sha256"], counts):
+                cache.copy_data(sha, int(n), fd)
+        finally:
+            os.close(fd)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        index = np.arange(total)
+        windows = pd.DataFrame(
+            {
+                "window": index,
+                "recording_id": np.repeat(rows["recording_id"].to_numpy(), counts),
+                "label": np.repeat(rows["label"].to_numpy(), counts),
+                "group": np.repeat(rows["group"].to_numpy(), counts),
+                "start_s": np.round((index - first) * hop / params.sample_rate_hz, 4),
+            },
+            columns=WINDOW_COLUMNS,
+        )
+        windows.to_csv(out_dir / f"{split}_windows.csv", index=False)
         summary[split] = {"recordings": len(rows), "windows": total}
     return summary
 
 
 def featurize(manifest: pd.DataFrame, params: FeaturizeParams, out_dir: str | os.PathLike) -> dict:
-    """The featurize step: fill the cache, then write per-split arrays and their metadata."""
+    """The featurize step: fill the cache, then write per-split arrays and their metadata.
+
+    Returns {"computed": n, "cached": m, <split>: {"recordings", "windows"}}.
+    """
     n_windows, counts = fill_cache(manifest, params)
     summary = write_split_arrays(manifest, n_windows, params, out_dir)
     classes = sorted(manifest["label"].unique())
@@ -223,5 +382,6 @@ def load_split(features_dir: str | os.PathLike, split: str) -> tuple[np.ndarray,
 
 
 def load_meta(features_dir: str | os.PathLike) -> dict:
+    """The meta.json written by featurize: classes, feature params, feature shape, split sizes."""
     with open(Path(features_dir) / "meta.json", encoding="utf-8") as f:
         return json.load(f)

@@ -1,0 +1,251 @@
+"""features.py: windows and MFCC (against librosa), the per-recording cache, per-split arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.fft
+import soundfile as sf
+
+from heartsound import features
+from heartsound.config import FeaturizeParams
+from heartsound.manifest import sha256_of
+
+SPLITS = ("train", "val", "test")
+
+
+def heartbeat(duration_s: float, rate_hz: int, seed: int) -> np.ndarray:
+    """A heart-sound-like test signal: decaying 40-120 Hz bursts (S1/S2) about once a second, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * rate_hz)) / rate_hz
+    period_s = rng.uniform(0.7, 1.1)
+    phase_s = t % period_s
+    s1 = np.exp(-phase_s / 0.03) * np.sin(2 * np.pi * rng.uniform(40, 70) * t)
+    s2 = np.exp(-np.clip(phase_s - 0.3, 0, None) / 0.02) * (phase_s > 0.3) * np.sin(2 * np.pi * 100 * t)
+    return (0.4 * s1 + 0.3 * s2 + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_recording(path: Path, duration_s: float, rate_hz: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, heartbeat(duration_s, rate_hz, seed), rate_hz, subtype="PCM_16")
+
+
+@pytest.fixture
+def params(tmp_path) -> FeaturizeParams:
+    return FeaturizeParams(jobs=1, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """Eight short recordings, 4 kHz and 44.1 kHz, one shorter than a window."""
+    root = tmp_path / "raw"
+    for i in range(8):
+        write_recording(
+            root / f"rec{i}.wav", duration_s=[9.0, 3.0, 6.5, 12.0][i % 4], rate_hz=[4000, 44100][i % 2], seed=i
+        )
+    return root
+
+
+def manifest_of(root: Path) -> pd.DataFrame:
+    """A manifest like prepare's for every WAV under root (split by index, so every split has rows)."""
+    paths = sorted(root.glob("*.wav"))
+    return pd.DataFrame(
+        {
+            "recording_id": [p.stem for p in paths],
+            "path": [str(p) for p in paths],
+            "label": ["normal" if i % 2 else "murmur" for i in range(len(paths))],
+            "group": [f"g{i}" for i in range(len(paths))],
+            "split": [SPLITS[min(i % 4, 2)] for i in range(len(paths))],
+            "sha256": [sha256_of(p) for p in paths],
+        }
+    )
+
+
+def cache_files(params: FeaturizeParams) -> dict[Path, int]:
+    """Every file in the cache with its modification time (ns)."""
+    return {p: p.stat().st_mtime_ns for p in Path(params.cache_dir).rglob("*") if p.is_file()}
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    for split in SPLITS:
+        xa, wa = features.load_split(a, split)
+        xb, wb = features.load_split(b, split)
+        assert xa.dtype == xb.dtype == np.float32
+        assert np.array_equal(xa, xb), split
+        pd.testing.assert_frame_equal(wa, wb)
+
+
+# --- windows and MFCC ---
+
+
+def test_windows_cover_recording_every_hop(params):
+    samples = np.arange(10 * params.sample_rate_hz, dtype=np.float32)
+    windows, starts = features.split_windows(samples, params)
+    assert windows.shape == (4, 4 * params.sample_rate_hz)  # starts at 0, 2, 4, 6 s; 8 s would run past the end
+    assert list(starts) == [0.0, 2.0, 4.0, 6.0]
+    assert windows[1, 0] == samples[2 * params.sample_rate_hz]
+
+
+def test_short_recording_is_zero_padded_to_one_window(params):
+    windows, starts = features.split_windows(np.ones(1000, np.float32), params)
+    assert windows.shape == (1, 8000) and list(starts) == [0.0]
+    assert windows[0, :1000].sum() == 1000 and not windows[0, 1000:].any()
+
+
+def test_mfcc_shape_dtype_and_determinism(params):
+    samples = heartbeat(9.0, params.sample_rate_hz, seed=1)
+    mfcc = features.mfcc_windows(samples, params)
+    assert mfcc.shape == (3, *features.feature_shape(params)) == (3, 40, 251)
+    assert mfcc.dtype == np.float32 and np.isfinite(mfcc).all()
+    assert np.array_equal(mfcc, features.mfcc_windows(samples.copy(), params))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"n_mfcc": 20, "n_mels": 40, "n_fft": 512, "hop_length": 64, "fmin_hz": 0.0}, {"sample_rate_hz": 4000}],
+)
+def test_mfcc_matches_librosa_on_each_window(params, overrides):
+    params = dataclasses.replace(params, **overrides)
+    samples = heartbeat(8.5, params.sample_rate_hz, seed=2)
+    samples[: params.sample_rate_hz] = 0  # a silent second, so the top_db floor is exercised
+    ours = features.mfcc_windows(samples, params)
+    windows, _ = features.split_windows(samples, params)
+    reference = np.stack(
+        [
+            librosa.feature.mfcc(
+                y=window,
+                sr=params.sample_rate_hz,
+                n_mfcc=params.n_mfcc,
+                n_fft=params.n_fft,
+                hop_length=params.hop_length,
+                n_mels=params.n_mels,
+                fmin=params.fmin_hz,
+                fmax=params.fmax_hz,
+            )
+            for window in windows
+        ]
+    )
+    assert ours.shape == reference.shape
+    # float32 rounding only: coefficients reach hundreds of dB-units, differences stay below 0.01.
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-2)
+
+
+def test_mel_filterbank_and_dct_match_librosa_and_scipy():
+    ours = features.mel_filterbank(22050, 2048, 128, 0.0, 11025.0)  # crosses Slaney's 1 kHz break
+    np.testing.assert_allclose(ours, librosa.filters.mel(sr=22050, n_fft=2048, n_mels=128), rtol=1e-5, atol=1e-8)
+    x = np.random.default_rng(0).standard_normal((3, 64))
+    np.testing.assert_allclose(x @ features.dct_matrix(64, 40), scipy.fft.dct(x, norm="ortho")[:, :40], atol=1e-5)
+
+
+# --- cache and incremental runs ---
+
+
+def test_featurize_writes_split_arrays_and_window_table(params, dataset, tmp_path):
+    manifest = manifest_of(dataset)
+    summary = features.featurize(manifest, params, tmp_path / "out")
+    assert summary["computed"] == 8 and summary["cached"] == 0
+    for split in SPLITS:
+        x, windows = features.load_split(tmp_path / "out", split)
+        assert list(windows.columns) == features.WINDOW_COLUMNS
+        assert x.shape == (len(windows), 40, 251) and list(windows["window"]) == list(range(len(x)))
+        assert set(windows["recording_id"]) == set(manifest.loc[manifest["split"] == split, "recording_id"])
+    x, windows = features.load_split(tmp_path / "out", "train")
+    # rec0 (9 s) has windows at 0, 2, 4 s and they hold exactly its cached features.
+    rec0 = windows[windows["recording_id"] == "rec0"]
+    assert list(rec0["start_s"]) == [0.0, 2.0, 4.0]
+    expected = features.recording_features(dataset / "rec0.wav", params)
+    assert np.array_equal(x[rec0["window"].to_numpy()], expected)
+    meta = features.load_meta(tmp_path / "out")
+    assert meta["classes"] == ["murmur", "normal"] and meta["feature_shape"] == [40, 251]
+
+
+def test_one_changed_recording_recomputes_exactly_one_entry(params, dataset, tmp_path):
+    features.featurize(manifest_of(dataset), params, tmp_path / "first")
+    before = cache_files(params)
+    write_recording(dataset / "rec3.wav", duration_s=7.0, rate_hz=44100, seed=99)
+    summary = features.featurize(manifest_of(dataset), params, tmp_path / "second")
+    after = cache_files(params)
+    assert (summary["computed"], summary["cached"]) == (1, 7)
+    new_or_rewritten = [p for p, mtime in after.items() if before.get(p) != mtime]
+    assert len(new_or_rewritten) == 1
+    # The incremental result equals a run from an empty cache.
+    fresh = dataclasses.replace(params, cache_dir=str(tmp_path / "fresh-cache"))
+    features.featurize(manifest_of(dataset), fresh, tmp_path / "fresh")
+    assert_same_outputs(tmp_path / "second", tmp_path / "fresh")
+
+
+def test_added_and_removed_recordings_recompute_only_the_new_one(params, dataset, tmp_path):
+    features.featurize(manifest_of(dataset), params, tmp_path / "out")
+    write_recording(dataset / "rec8.wav", duration_s=5.0, rate_hz=4000, seed=8)
+    assert features.featurize(manifest_of(dataset), params, tmp_path / "out")["computed"] == 1
+    (dataset / "rec0.wav").unlink()
+    summary = features.featurize(manifest_of(dataset), params, tmp_path / "out")
+    assert (summary["computed"], summary["cached"]) == (0, 8)
+    assert "rec0" not in set(features.load_split(tmp_path / "out", "train")[1]["recording_id"])
+
+
+def test_feature_param_change_recomputes_all_and_other_params_none(params, dataset, tmp_path):
+    manifest = manifest_of(dataset)
+    features.featurize(manifest, params, tmp_path / "out")
+    assert features.featurize(manifest, dataclasses.replace(params, fmin_hz=25.0), tmp_path / "out")["computed"] == 8
+    # jobs only changes how features are computed, not what they are.
+    assert features.featurize(manifest, dataclasses.replace(params, jobs=2), tmp_path / "out")["computed"] == 0
+
+
+def test_parallel_and_sequential_arrays_are_bit_identical(params, dataset, tmp_path):
+    manifest = manifest_of(dataset)
+    features.featurize(manifest, params, tmp_path / "sequential")
+    parallel = dataclasses.replace(params, jobs=2, cache_dir=str(tmp_path / "parallel-cache"))
+    assert features.featurize(manifest, parallel, tmp_path / "parallel")["computed"] == 8
+    assert_same_outputs(tmp_path / "sequential", tmp_path / "parallel")
+
+
+def test_interrupted_or_corrupt_entries_are_never_used(params, dataset, tmp_path):
+    manifest = manifest_of(dataset)
+    features.featurize(manifest, params, tmp_path / "clean")
+    cache = features.FeatureCache(params.cache_dir, params)
+    truncated = cache.path_for(manifest["sha256"][0])
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    garbled = cache.path_for(manifest["sha256"][1])
+    garbled.write_bytes(b"\x93NUMPY garbage" + garbled.read_bytes()[14:])
+    wrong_shape = cache.path_for(manifest["sha256"][2])
+    np.save(wrong_shape, np.zeros((2, 13, 251), np.float32))
+    # A temp file left by a killed writer sits next to its entry and is never read.
+    leftover = cache.path_for(manifest["sha256"][3])
+    leftover.with_name(leftover.stem + "abc123.tmp").write_bytes(b"half an array")
+    summary = features.featurize(manifest, params, tmp_path / "repaired")
+    assert (summary["computed"], summary["cached"]) == (3, 5)
+    assert_same_outputs(tmp_path / "clean", tmp_path / "repaired")
+
+
+def test_interrupted_write_leaves_no_entry(params, monkeypatch):
+    cache = features.FeatureCache(params.cache_dir, params)
+
+    def killed(file, array, allow_pickle):
+        file.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("ab" * 32, np.zeros((1, 40, 251), np.float32))
+    assert cache.windows_in("ab" * 32) is None and cache.get("ab" * 32) is None
+    assert cache_files(params) == {}
+
+
+def test_duplicate_content_is_computed_once(params, dataset, tmp_path):
+    (dataset / "copy.wav").write_bytes((dataset / "rec1.wav").read_bytes())
+    summary = features.featurize(manifest_of(dataset), params, tmp_path / "out")
+    assert summary["computed"] == 8
+    assert sum(1 for p in cache_files(params) if p.suffix == ".npy") == 8
+
+
+def test_feature_key_ignores_how_not_what(params):
+    key = features.feature_key_params(params)
+    assert "jobs" not in key and "cache_dir" not in key and key["sample_rate_hz"] == 2000
+    assert os.fspath(features.FeatureCache("c", params).path_for("ff" * 32)).endswith(".npy")
