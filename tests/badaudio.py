@@ -72,12 +72,18 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
     def add(item: Item) -> None:
         items.append(item)
 
+    phase = iter(range(1, 1000))
+
+    def fresh_tone(rate_hz: int, duration_s: float = DURATION_S, amplitude: float = AMPLITUDE) -> np.ndarray:
+        """The tone from a new phase, so no two files hold identical audio unless meant to."""
+        return tone(rate_hz, duration_s, amplitude, start=next(phase))
+
     # Not audio at all, or broken.
     (root / "set_a").mkdir(parents=True, exist_ok=True)
     (root / "set_a/normal__001_zero_bytes.wav").write_bytes(b"")
     add(Item("set_a/normal__001_zero_bytes.wav", "zero-byte file", reason="empty file", decodes=False))
 
-    _write(root, "set_a/full.tmp.wav", tone(rate), rate, subtype="PCM_16")
+    _write(root, "set_a/full.tmp.wav", fresh_tone(rate), rate, subtype="PCM_16")
     full = (root / "set_a/full.tmp.wav").read_bytes()
     (root / "set_a/full.tmp.wav").unlink()
     (root / "set_a/normal__002_truncated_header.wav").write_bytes(full[:30])
@@ -96,37 +102,38 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
     add(Item("set_a/normal__004_text.wav", "text named .wav", reason="unreadable audio", decodes=False))
 
     # Other formats under a .wav name: libsndfile decodes by content, so they are used.
-    _write(root, "set_a/normal__005_ogg_vorbis.wav", tone(8000), 8000, format="OGG", subtype="VORBIS")
+    _write(root, "set_a/normal__005_ogg_vorbis.wav", fresh_tone(8000), 8000, format="OGG", subtype="VORBIS")
     add(Item("set_a/normal__005_ogg_vorbis.wav", "OGG Vorbis named .wav", amplitude_tolerance=0.05))
-    _write(root, "set_a/normal__006_mp3.wav", tone(8000), 8000, format="MP3", subtype="MPEG_LAYER_III")
+    _write(root, "set_a/normal__006_mp3.wav", fresh_tone(8000), 8000, format="MP3", subtype="MPEG_LAYER_III")
     # MP3 frames add encoder delay and padding: the duration grows by a few hundredths of a second.
     add(Item("set_a/normal__006_mp3.wav", "MP3 named .wav", amplitude_tolerance=0.05))
 
     # Bit depths: libsndfile scales every integer depth to [-1, 1).
-    _write(root, "set_a/murmur__007_pcm_u8.wav", tone(rate), rate, subtype="PCM_U8")
+    _write(root, "set_a/murmur__007_pcm_u8.wav", fresh_tone(rate), rate, subtype="PCM_U8")
     add(Item("set_a/murmur__007_pcm_u8.wav", "8-bit unsigned PCM", amplitude_tolerance=0.02))
-    _write(root, "set_a/murmur__008_pcm_24.wav", tone(rate), rate, subtype="PCM_24")
+    _write(root, "set_a/murmur__008_pcm_24.wav", fresh_tone(rate), rate, subtype="PCM_24")
     add(Item("set_a/murmur__008_pcm_24.wav", "24-bit PCM"))
-    _write(root, "set_a/murmur__009_float.wav", tone(rate), rate, subtype="FLOAT")
+    _write(root, "set_a/murmur__009_float.wav", fresh_tone(rate), rate, subtype="FLOAT")
     add(Item("set_a/murmur__009_float.wav", "32-bit float PCM"))
-    _write(root, "set_a/murmur__010_pcm_32.wav", tone(rate), rate, subtype="PCM_32")
+    _write(root, "set_a/murmur__010_pcm_32.wav", fresh_tone(rate), rate, subtype="PCM_32")
     add(Item("set_a/murmur__010_pcm_32.wav", "32-bit integer PCM"))
 
     # Stereo with unequal channels: the mix-down (mean) has amplitude (0.8 + 0.2) / 2.
-    stereo = np.stack([tone(rate, amplitude=0.8), tone(rate, amplitude=0.2)], axis=1)
+    start = next(phase)
+    stereo = np.stack([tone(rate, amplitude=0.8, start=start), tone(rate, amplitude=0.2, start=start)], axis=1)
     _write(root, "set_a/murmur__011_stereo.wav", stereo, rate, subtype="PCM_16")
     add(Item("set_a/murmur__011_stereo.wav", "stereo, channels 0.8 and 0.2", amplitude=0.5))
 
     for i, r in enumerate(RATES_HZ):
         name = f"set_a/{('normal', 'murmur')[i % 2]}__{20 + i:03d}_rate_{r}.wav"
-        _write(root, name, tone(r), r, subtype="PCM_16")
+        _write(root, name, fresh_tone(r), r, subtype="PCM_16")
         add(Item(name, f"{r} Hz sample rate"))
 
     # Decodable but unusable.
     _write(root, "set_a/murmur__040_silent.wav", np.zeros(rate * 3, np.float32), rate, subtype="PCM_16")
     add(Item("set_a/murmur__040_silent.wav", "all-zero audio", reason="silent", decodes=False))
     for kind, value in (("nan", np.nan), ("inf", np.inf)):
-        samples = tone(rate)
+        samples = fresh_tone(rate)
         samples[rate] = value
         _write(root, f"set_a/murmur__041_{kind}.wav", samples, rate, subtype="FLOAT")
         add(
@@ -137,23 +144,23 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
                 decodes=False,
             )
         )
-    _write(root, "set_a/normal__042_short.wav", tone(rate, 0.2), rate, subtype="PCM_16")
+    _write(root, "set_a/normal__042_short.wav", fresh_tone(rate, 0.2), rate, subtype="PCM_16")
     add(Item("set_a/normal__042_short.wav", "0.2-s recording", reason="too short"))
 
     _write_long(root / "set_a/normal__043_long.wav", LONG_RATE_HZ, long_duration_s)
     add(Item("set_a/normal__043_long.wav", f"{long_duration_s / 60:g}-min recording", duration_s=long_duration_s))
 
     # Names.
-    _write(root, "set_a/normal__044_ with  spaces .wav", tone(rate), rate, subtype="PCM_16")
+    _write(root, "set_a/normal__044_ with  spaces .wav", fresh_tone(rate), rate, subtype="PCM_16")
     add(Item("set_a/normal__044_ with  spaces .wav", "spaces in the name"))
-    _write(root, "set_a/murmur__045_café_Ünïcødé_心音.wav", tone(rate), rate, subtype="PCM_16")
+    _write(root, "set_a/murmur__045_café_Ünïcødé_心音.wav", fresh_tone(rate), rate, subtype="PCM_16")
     add(Item("set_a/murmur__045_café_Ünïcødé_心音.wav", "non-ASCII name"))
-    _write(root, "set_a/heartbeat__046.wav", tone(rate), rate, subtype="PCM_16")
+    _write(root, "set_a/heartbeat__046.wav", fresh_tone(rate), rate, subtype="PCM_16")
     add(Item("set_a/heartbeat__046.wav", "unknown label prefix", reason="unknown label prefix 'heartbeat'"))
 
     # Identical audio under two names of two set_b patients (301, 302); patient 302 has a
     # second, different recording, which must follow its patient into the duplicates' split.
-    _write(root, "set_b/murmur__301_1001_B.wav", tone(rate, amplitude=0.3), rate, subtype="PCM_16")
+    _write(root, "set_b/murmur__301_1001_B.wav", fresh_tone(rate, amplitude=0.3), rate, subtype="PCM_16")
     add(Item("set_b/murmur__301_1001_B.wav", "original of a duplicate", amplitude=0.3))
     shutil.copyfile(root / "set_b/murmur__301_1001_B.wav", root / "set_b/murmur__302_1002_B.wav")
     add(
@@ -164,7 +171,7 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
             duplicate_of="set_b/murmur__301_1001_B.wav",
         )
     )
-    _write(root, "set_b/murmur__302_1003_B.wav", tone(rate, amplitude=0.4), rate, subtype="PCM_16")
+    _write(root, "set_b/murmur__302_1003_B.wav", fresh_tone(rate, amplitude=0.4), rate, subtype="PCM_16")
     add(Item("set_b/murmur__302_1003_B.wav", "another recording of the copy's patient", amplitude=0.4))
     return items
 
