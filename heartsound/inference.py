@@ -1,0 +1,205 @@
+"""A trained model directory for inference: metadata checks, then window batches through TFLite or Keras.
+
+The TFLite backend never imports TensorFlow (nor heartsound.model, which imports scikit-learn and
+TensorFlow): a cold start costs a fraction of a second instead of several. The Keras backend runs
+models/model.h5, the reference artefact, exactly as evaluate does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from heartsound import config, features
+from heartsound.config import FeaturizeParams
+
+# The files heartsound.model.save writes and the format training.model_metadata stamps
+# (not imported from there: see the module docstring; tests check they agree).
+MODEL_FILE = "model.h5"
+TFLITE_FILE = "model.tflite"
+METADATA_FILE = "model.json"
+FORMAT = "heartsound-model/1"
+REQUIRED_KEYS = ("classes", "featurize", "input_shape", "aggregation")
+HOW_TO_GET_ONE = "run `dvc repro` to train one, or `dvc pull` to fetch the team's"
+
+
+class ModelError(Exception):
+    """A model directory that cannot be used for prediction; str(error) says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What model.json says about a trained model, checked for consistency."""
+
+    directory: Path
+    classes: tuple[str, ...]
+    featurize: FeaturizeParams
+    input_shape: tuple[int, int, int]  # (n_mfcc, frames per window, 1)
+    aggregation: str  # window probabilities -> recording: mean | max
+    metadata: dict
+
+
+def read_metadata(model_dir: str | os.PathLike) -> ModelInfo:
+    """Read and check model_dir/model.json; raise ModelError naming the problem."""
+    directory = Path(model_dir)
+    path = directory / METADATA_FILE
+    if not directory.is_dir():
+        raise ModelError(f"no trained model: directory '{directory}' does not exist; {HOW_TO_GET_ONE}")
+    if not path.is_file():
+        raise ModelError(f"no trained model in '{directory}' ({METADATA_FILE} is missing); {HOW_TO_GET_ONE}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: unreadable model metadata ({e})") from e
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: model metadata must be a JSON object")
+    if meta.get("format") != FORMAT:
+        raise ModelError(
+            f"{path}: metadata format is {meta.get('format')!r}, expected {FORMAT!r}; "
+            "retrain the model with this version of heartsound (`dvc repro`)"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise ModelError(f"{path}: metadata lacks {', '.join(missing)}; retrain the model (`dvc repro`)")
+
+    classes = meta["classes"]
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ModelError(f"{path}: 'classes' must be a non-empty list of distinct names, got {classes!r}")
+
+    # The feature params must all travel with the model: a missing one would silently take
+    # today's default and the model would see features unlike those it was trained on.
+    raw = meta["featurize"]
+    expected = features.feature_key_params(FeaturizeParams())
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: 'featurize' must be a mapping of feature params")
+    absent = sorted(set(expected) - set(raw))
+    if absent:
+        raise ModelError(f"{path}: 'featurize' lacks {', '.join(absent)}; retrain the model (`dvc repro`)")
+    try:
+        params = config.parse({"featurize": raw}).featurize
+    except config.ParamsError as e:
+        raise ModelError(f"{path}: invalid feature params in metadata: {e}") from e
+
+    shape = [*features.feature_shape(params), 1]
+    if meta["input_shape"] != shape:
+        raise ModelError(
+            f"{path}: input_shape {meta['input_shape']} does not match the featurize params, "
+            f"which give windows of shape {shape}"
+        )
+    allowed = config.CHOICES["evaluate.aggregation"]
+    if meta["aggregation"] not in allowed:
+        raise ModelError(f"{path}: aggregation must be one of {', '.join(allowed)}, got {meta['aggregation']!r}")
+    return ModelInfo(directory, tuple(classes), params, tuple(shape), meta["aggregation"], meta)
+
+
+def to_input(windows: np.ndarray) -> np.ndarray:
+    """Feature windows [n, n_mfcc, frames] -> model input [n, n_mfcc, frames, 1] (as model.to_input)."""
+    return np.ascontiguousarray(windows[..., np.newaxis], dtype=np.float32)
+
+
+class TFLiteBackend:
+    """model.tflite through the LiteRT interpreter: no TensorFlow import."""
+
+    name = "tflite"
+
+    def __init__(self, info: ModelInfo, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = info.directory / TFLITE_FILE
+        if not path.is_file():
+            raise ModelError(
+                f"'{path}' is missing: the train stage writes it beside {MODEL_FILE} "
+                f"(`dvc repro` or `dvc pull`), or use the Keras backend (--backend keras)"
+            )
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"'{path}' is not a loadable TFLite model: {e}") from e
+        source, target = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self._input, self._output = source["index"], target["index"]
+        _check_shapes(path, tuple(source["shape"][1:]), int(target["shape"][-1]), info)
+        # The first allocation applies the XNNPACK delegate, which announces itself on stderr (from C++,
+        # once per process); stderr is where predict reports bad files, so keep it for those.
+        with _stderr_silenced():
+            self.interpreter.allocate_tensors()
+        self._batch_windows = int(source["shape"][0])
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Feature windows [n, n_mfcc, frames] -> class probabilities [n, n_classes]."""
+        x = to_input(windows)
+        if len(x) != self._batch_windows:
+            # The batch dimension is dynamic (-1 in the signature); resizing re-plans the buffers.
+            self.interpreter.resize_tensor_input(self._input, x.shape, strict=True)
+            self.interpreter.allocate_tensors()
+            self._batch_windows = len(x)
+        self.interpreter.set_tensor(self._input, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output).copy()
+
+
+class KerasBackend:
+    """model.h5 through Keras, as evaluate runs it: the reference, at the price of importing TensorFlow."""
+
+    name = "keras"
+
+    def __init__(self, info: ModelInfo):
+        from heartsound import model
+
+        path = info.directory / MODEL_FILE
+        if not path.is_file():
+            raise ModelError(f"'{path}' is missing; {HOW_TO_GET_ONE}")
+        self._model_module = model
+        try:
+            self.model = model.load_keras(info.directory)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"'{path}' is not a loadable Keras model: {e}") from e
+        _check_shapes(path, tuple(self.model.input_shape[1:]), int(self.model.output_shape[-1]), info)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Feature windows [n, n_mfcc, frames] -> class probabilities [n, n_classes]."""
+        return np.asarray(self._model_module.predict_windows(self.model, windows))
+
+
+BACKENDS = {"tflite": TFLiteBackend, "keras": KerasBackend}
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to the null device for a moment (C++ logging bypasses sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _check_shapes(path: Path, input_shape: tuple, n_outputs: int, info: ModelInfo) -> None:
+    if tuple(int(d) for d in input_shape) != info.input_shape:
+        raise ModelError(f"'{path}' takes input {list(input_shape)}, but its metadata says {list(info.input_shape)}")
+    if n_outputs != len(info.classes):
+        raise ModelError(
+            f"'{path}' outputs {n_outputs} probabilities, but its metadata lists {len(info.classes)} classes"
+        )
+
+
+def load(model_dir: str | os.PathLike, backend: str = "tflite"):
+    """(ModelInfo, backend) for a model directory; raise ModelError if it is missing or inconsistent."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    info = read_metadata(model_dir)
+    return info, BACKENDS[backend](info)

@@ -1,0 +1,196 @@
+"""Classify recording files with a trained model: training's features, evaluate's aggregation, one row per file.
+
+Module-level imports stay light (`import heartsound` imports this module); numpy, pandas,
+librosa and the model backends are imported when predict() runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from heartsound.config import FeaturizeParams
+
+# Suffixes picked up when a directory is searched; a file named explicitly is tried whatever its name.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+# prepare.min_duration_s's default: shorter recordings never reached training, so the model
+# has not seen one; a window of mostly zero padding would still get a confident-looking answer.
+MIN_DURATION_S = 0.5
+# Windows per model call: large enough to amortise the call, small enough to keep workers busy.
+BATCH_WINDOWS = 256
+# Below this many files a worker pool costs more to start than it saves.
+MIN_FILES_FOR_POOL = 8
+MIN_FILES_FOR_PROGRESS = 10
+
+
+def find_recordings(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """PATH arguments -> [(path, error or None)], in argument order, each file once.
+
+    A file is taken as given; a directory is searched recursively for AUDIO_SUFFIXES; a
+    pattern with * ? [ is globbed (** spans directories). A path that matches nothing
+    comes back with an error instead of being dropped silently.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    found: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+
+    def add(path: str, error: str | None = None) -> None:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            found.append((path, error))
+
+    for arg in map(os.fspath, paths):
+        if os.path.isdir(arg):
+            files = sorted(str(p) for p in Path(arg).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not files:
+                add(arg, f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in this directory")
+            for f in files:
+                add(f)
+        elif os.path.exists(arg):
+            add(arg)
+        elif glob.has_magic(arg):
+            matches = sorted(m for m in glob.glob(arg, recursive=True) if os.path.isfile(m))
+            if not matches:
+                add(arg, "no file matches this pattern")
+            for m in matches:
+                add(m)
+        else:
+            add(arg, "no such file or directory")
+    return found
+
+
+def _limit_blas_threads() -> None:
+    """One BLAS thread per process: the MFCC matrix products are small, and on a busy machine
+    OpenBLAS's thread pool made them ~3x slower, not faster."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def recording_windows(task: tuple[str, FeaturizeParams, float]) -> tuple[np.ndarray | None, str | None]:
+    """(path, feature params, minimum duration) -> (feature windows, None) or (None, reason it failed).
+
+    Features come from features.recording_features, the function featurize uses for training.
+    """
+    from heartsound import audio, features
+
+    path, params, min_duration_s = task
+    try:
+        info = audio.probe(path)
+        if info.duration_s < min_duration_s:
+            raise audio.AudioError(f"too short: {info.duration_s:.2f} s (the minimum is {min_duration_s:g} s)")
+        return features.recording_features(path, params), None
+    except audio.AudioError as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - one odd file must not stop a batch; its reason is reported
+        return None, f"failed: {type(e).__name__}: {e}"
+
+
+def _pool(jobs: int):
+    """A process pool computing features; workers are forked where possible, so they start warm."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Forking copies the already imported librosa/numba (seconds of imports per worker otherwise);
+    # but forking a process that runs TensorFlow's threads is unsafe, so spawn then.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules else None
+    context = multiprocessing.get_context(method)
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_limit_blas_threads)
+
+
+def predict(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    model: str | os.PathLike = "models",
+    backend: str = "tflite",
+    jobs: int = 0,
+    min_duration_s: float = MIN_DURATION_S,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Classify recordings with the model in directory `model`.
+
+    paths: files, directories (searched recursively) or glob patterns.
+    backend: "tflite" (light, no TensorFlow import) or "keras" (model.h5, the reference).
+    jobs: feature worker processes; 0 = all cores.
+    Returns one row per file: path, predicted, confidence, p_<class> for every class, error
+    (None, or why the file could not be classified; its other fields are then empty).
+    Raises inference.ModelError if the model is missing or inconsistent.
+    """
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from heartsound import evaluation, inference
+
+    info = inference.read_metadata(model)
+    found = find_recordings(paths)
+    columns = ["path", "predicted", "confidence", *(f"p_{c}" for c in info.classes), "error"]
+    rows: list[dict | None] = [None] * len(found)
+    for i, (path, error) in enumerate(found):
+        if error is not None:
+            rows[i] = {"path": path, "error": error}
+    todo = [i for i, (_, error) in enumerate(found) if error is None]
+    tasks = [(found[i][0], info.featurize, min_duration_s) for i in todo]
+
+    jobs = min(jobs or os.cpu_count() or 1, len(tasks))
+    pool = _pool(jobs) if jobs > 1 and len(tasks) >= MIN_FILES_FOR_POOL else None
+    try:
+        # The pool is forked before a backend starts threads (or imports TensorFlow).
+        _, runner = inference.load(model, backend)
+        if pool is None:
+            _limit_blas_threads()
+            results = map(recording_windows, tasks)
+        else:
+            results = pool.map(recording_windows, tasks, chunksize=max(1, min(16, len(tasks) // (jobs * 8))))
+        pending: list[tuple[int, np.ndarray]] = []  # (row, feature windows) awaiting the model
+
+        def classify_pending() -> None:
+            """Run the buffered recordings' windows through the model; aggregate as evaluate does."""
+            if not pending:
+                return
+            probs = runner.predict(np.concatenate([x for _, x in pending]))
+            owners = np.repeat([i for i, _ in pending], [len(x) for _, x in pending])
+            recording_probs = evaluation.aggregate(probs, owners, info.aggregation)
+            for i, p in zip(recording_probs.index, recording_probs.to_numpy()):
+                best = int(p.argmax())
+                rows[i] = {
+                    "path": found[i][0],
+                    "predicted": info.classes[best],
+                    "confidence": float(p[best]),
+                    **{f"p_{c}": float(v) for c, v in zip(info.classes, p)},
+                    "error": None,
+                }
+            pending.clear()
+
+        # disable=None: tqdm draws only on a terminal, so logs and pipes stay clean.
+        disable = None if progress and len(tasks) >= MIN_FILES_FOR_PROGRESS else True
+        with tqdm(total=len(tasks), desc="predict", unit="file", file=sys.stderr, disable=disable) as bar:
+            for i, (windows, error) in zip(todo, results):
+                if error is not None:
+                    rows[i] = {"path": found[i][0], "error": error}
+                else:
+                    pending.append((i, windows))
+                    if sum(len(x) for _, x in pending) >= BATCH_WINDOWS:  # a few dozen recordings at most
+                        classify_pending()
+                bar.update()
+            classify_pending()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    table = pd.DataFrame(rows, columns=columns)
+    table["error"] = table["error"].astype(object).where(table["error"].notna(), None)
+    return table
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a predict() table whose file could not be classified."""
+    return table[table["error"].notna()]
