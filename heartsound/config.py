@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -95,13 +97,17 @@ CHOICES = {
 }
 
 
+def _type_name(option: Any) -> str:
+    return "null" if option is type(None) else option.__name__
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check one value against its annotation (int, float, str, bool, X | None)."""
     options = get_args(annotation) if get_origin(annotation) is not None else (annotation,)
     if value is None:
         if type(None) in options:
             return None
-        raise ParamsError(f"params: '{key}' must not be empty")
+        raise ParamsError(f"params: '{key}' must not be empty (allowed: {_type_name(options[0])})")
     for option in options:
         if option is bool and isinstance(value, bool):
             return value
@@ -113,97 +119,187 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return float(value)
         if option is str and isinstance(value, str):
             return value
-    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    raise ParamsError(f"params: '{key}' must be {names}, got {value!r} ({type(value).__name__})")
+    names = " or ".join(_type_name(o) for o in options)
+    hint = ""
+    if float in options and isinstance(value, str) and _looks_numeric(value):
+        # YAML 1.1 (PyYAML) reads 1e-3 as text: a float needs a dot, as in 1.0e-3.
+        hint = "; YAML reads a number without a dot before its exponent as text, write e.g. 1.0e-3"
+    raise ParamsError(f"params: '{key}' must be {names}, got {value!r} ({type(value).__name__}){hint}")
 
 
-def _section(name: str, cls: type, raw: Any) -> Any:
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _unknown(key: str, allowed: list[str]) -> ParamsError:
+    """'unknown key' naming the allowed keys, with the closest one as a guess (typos are the usual cause)."""
+    section, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, allowed, n=1)
+    guess = f"; did you mean '{close[0]}'?" if close else ""
+    if section:
+        return ParamsError(f"params: unknown key '{key}' (allowed in '{section}': {', '.join(allowed)}){guess}")
+    return ParamsError(f"params: unknown section '{key}' (allowed: {', '.join(allowed)}){guess}")
+
+
+def _section(name: str, cls: type, raw: Any, errors: list[str]) -> Any:
+    """Build one section's dataclass; append every problem to errors (returns None if any)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"params: '{name}' must be a mapping of keys to values")
+        errors.append(f"params: '{name}' must be a mapping of keys to values, got {raw!r}")
+        return None
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ParamsError(
-            f"params: unknown key '{name}.{unknown[0]}' (allowed in '{name}': {', '.join(sorted(known))})"
-        )
-    values = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in raw.items()}
-    return cls(**values)
+    known = [f.name for f in fields(cls)]
+    values, before = {}, len(errors)
+    for key, value in raw.items():
+        if key not in known:
+            errors.append(str(_unknown(f"{name}.{key}", known)))
+            continue
+        try:
+            values[key] = _coerce(f"{name}.{key}", value, hints[key])
+        except ParamsError as e:
+            errors.append(str(e))
+    return cls(**values) if len(errors) == before else None
 
 
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ParamsError(f"params: '{key}' {message}")
+class _Checks:
+    """Collects every violated constraint, so one run reports all of them."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+
+    def require(self, ok: bool, key: str, message: str, value: Any) -> None:
+        if not ok:
+            self.errors.append(f"params: '{key}' {message}, got {value!r}")
 
 
-def validate(params: Params) -> Params:
-    """Check cross-field constraints; raise ParamsError naming the key."""
+def _check(params: Params) -> list[str]:
+    c = _Checks()
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(params, section), name)
-        _require(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")
-    p, f, t = params.prepare, params.featurize, params.train
-    _require(p.min_duration_s >= 0, "prepare.min_duration_s", "must be >= 0")
-    _require(p.max_per_class is None or p.max_per_class >= 1, "prepare.max_per_class", "must be >= 1 or null")
-    for key in ("train_fraction", "val_fraction", "test_fraction"):
-        _require(0 < getattr(p, key) < 1, f"prepare.{key}", "must be between 0 and 1 (exclusive)")
-    total = p.train_fraction + p.val_fraction + p.test_fraction
-    _require(
-        abs(total - 1) < 1e-6, "prepare.train_fraction", f"+ val_fraction + test_fraction must sum to 1, got {total:g}"
+        c.require(value in allowed, key, f"must be one of {', '.join(allowed)}", value)
+    d, p, f, t = params.data, params.prepare, params.featurize, params.train
+    c.require(d.root.strip() != "", "data.root", "must name the dataset directory", d.root)
+    c.require(p.min_duration_s >= 0, "prepare.min_duration_s", "must be >= 0", p.min_duration_s)
+    c.require(
+        p.max_per_class is None or p.max_per_class >= 1,
+        "prepare.max_per_class",
+        "must be >= 1 or null",
+        p.max_per_class,
     )
-    _require(f.sample_rate_hz >= 500, "featurize.sample_rate_hz", "must be >= 500")
-    _require(f.n_mfcc >= 1, "featurize.n_mfcc", "must be >= 1")
-    _require(f.n_mels >= f.n_mfcc, "featurize.n_mels", f"must be >= featurize.n_mfcc ({f.n_mfcc})")
-    _require(f.n_fft >= 16, "featurize.n_fft", "must be >= 16")
-    _require(1 <= f.hop_length <= f.n_fft, "featurize.hop_length", f"must be between 1 and n_fft ({f.n_fft})")
-    _require(0 <= f.fmin_hz < f.fmax_hz, "featurize.fmin_hz", "must be >= 0 and below featurize.fmax_hz")
-    _require(
+    fractions = ("train_fraction", "val_fraction", "test_fraction")
+    for key in fractions:
+        c.require(0 < getattr(p, key) < 1, f"prepare.{key}", "must be between 0 and 1 (exclusive)", getattr(p, key))
+    total = sum(getattr(p, key) for key in fractions)
+    c.require(abs(total - 1) < 1e-6, "prepare.train_fraction", "+ val_fraction + test_fraction must sum to 1", total)
+    c.require(f.sample_rate_hz >= 500, "featurize.sample_rate_hz", "must be >= 500", f.sample_rate_hz)
+    c.require(f.n_mfcc >= 1, "featurize.n_mfcc", "must be >= 1", f.n_mfcc)
+    c.require(f.n_mels >= f.n_mfcc, "featurize.n_mels", f"must be >= featurize.n_mfcc ({f.n_mfcc})", f.n_mels)
+    c.require(f.n_fft >= 16, "featurize.n_fft", "must be >= 16", f.n_fft)
+    # More mel bands than FFT bins leaves empty filters (all-zero MFCC inputs).
+    c.require(
+        f.n_mels <= f.n_fft // 2 + 1, "featurize.n_mels", f"must be <= n_fft / 2 + 1 ({f.n_fft // 2 + 1})", f.n_mels
+    )
+    c.require(
+        1 <= f.hop_length <= f.n_fft, "featurize.hop_length", f"must be between 1 and n_fft ({f.n_fft})", f.hop_length
+    )
+    c.require(f.fmin_hz >= 0, "featurize.fmin_hz", "must be >= 0", f.fmin_hz)
+    c.require(f.fmin_hz < f.fmax_hz, "featurize.fmin_hz", f"must be below featurize.fmax_hz ({f.fmax_hz:g})", f.fmin_hz)
+    c.require(
         f.fmax_hz <= f.sample_rate_hz / 2,
         "featurize.fmax_hz",
         f"must be <= sample_rate_hz / 2 ({f.sample_rate_hz / 2:g})",
+        f.fmax_hz,
     )
-    _require(f.window_s * f.sample_rate_hz >= f.n_fft, "featurize.window_s", "must hold at least n_fft samples")
-    _require(0 < f.window_hop_s, "featurize.window_hop_s", "must be > 0")
-    _require(
+    c.require(
+        f.window_s * f.sample_rate_hz >= f.n_fft,
+        "featurize.window_s",
+        f"must hold at least n_fft samples (>= {f.n_fft / f.sample_rate_hz:g} s)",
+        f.window_s,
+    )
+    # A hop longer than the window would skip audio between windows.
+    c.require(
+        0 < f.window_hop_s <= f.window_s,
+        "featurize.window_hop_s",
+        f"must be > 0 and <= featurize.window_s ({f.window_s:g})",
+        f.window_hop_s,
+    )
+    c.require(
         f.max_duration_s is None or f.max_duration_s >= f.window_s,
         "featurize.max_duration_s",
         f"must be >= featurize.window_s ({f.window_s:g}) or null",
+        f.max_duration_s,
     )
-    _require(f.jobs >= 0, "featurize.jobs", "must be >= 0 (0 = all cores)")
-    _require(t.epochs >= 1, "train.epochs", "must be >= 1")
-    _require(t.batch_size >= 1, "train.batch_size", "must be >= 1")
-    _require(t.learning_rate > 0, "train.learning_rate", "must be > 0")
-    _require(t.patience >= 0, "train.patience", "must be >= 0")
-    _require(params.crossval.folds >= 2, "crossval.folds", "must be >= 2")
-    _require(0 < params.crossval.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)")
+    c.require(f.jobs >= 0, "featurize.jobs", "must be >= 0 (0 = all cores)", f.jobs)
+    c.require(f.cache_dir.strip() != "", "featurize.cache_dir", "must name a directory", f.cache_dir)
+    c.require(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
+    c.require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
+    c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
+    c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
+    c.require(params.crossval.folds >= 2, "crossval.folds", "must be >= 2", params.crossval.folds)
+    return c.errors
+
+
+def validate(params: Params) -> Params:
+    """Check value ranges and cross-field constraints; raise ParamsError naming every bad key."""
+    errors = _check(params)
+    if errors:
+        raise ParamsError("\n".join(errors))
     return params
 
 
 def parse(raw: Any) -> Params:
-    """Build validated Params from a parsed params.yaml mapping."""
+    """Build validated Params from a parsed params.yaml mapping; ParamsError lists every problem."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError("params: the file must be a mapping of sections")
-    sections = {f.name: f.type for f in fields(Params)}
+        raise ParamsError("params: the file must be a mapping of sections (data, prepare, featurize, ...)")
     hints = get_type_hints(Params)
-    unknown = sorted(set(raw) - set(sections))
-    if unknown:
-        raise ParamsError(f"params: unknown section '{unknown[0]}' (allowed: {', '.join(sections)})")
-    values = {name: _section(name, hints[name], raw.get(name)) for name in sections}
+    names = [f.name for f in fields(Params)]
+    errors = [str(_unknown(str(key), names)) for key in raw if key not in names]
+    values = {name: _section(name, hints[name], raw.get(name), errors) for name in names}
+    if errors:
+        raise ParamsError("\n".join(errors))
     return validate(Params(**values))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ParamsError(f"params: key '{key}' is given twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | os.PathLike = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
+    """Read and validate params.yaml; raise ParamsError (or OSError if it cannot be read)."""
     with open(path, encoding="utf-8") as f:
         try:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
         except yaml.YAMLError as e:
             raise ParamsError(f"params: {path} is not valid YAML: {e}") from e
     return parse(raw)
+
+
+def load_or_exit(path: str | os.PathLike = "params.yaml") -> Params:
+    """load() for stage scripts: a bad params file stops the stage with its message, no traceback (exit 2)."""
+    try:
+        return load(path)
+    except ParamsError as e:
+        print(f"{path}: invalid parameters\n{e}", file=sys.stderr)
+    except OSError as e:
+        print(f"params: cannot read {path}: {e.strerror or e}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def as_dict(section: Any) -> dict[str, Any]:
