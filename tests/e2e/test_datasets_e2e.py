@@ -14,8 +14,8 @@ SAMPLES = REPO_ROOT.parent / "shared" / "samples"
 SAMPLE_SETS = ("physionet2016", "yaseen2018", "circor2022")
 ALL_STAGES = ["evaluate", "featurize", "prepare", "train"]
 
-# A few recordings per class: 0.4/0.3/0.3 keeps one group per class in every split
-# (splits.py's StratifiedGroupKFold needs at least 1/test_fraction groups in some class).
+# A few recordings per class: 0.4/0.3/0.3 keeps one group per class in every split (at the default
+# 0.15, splits.py asks StratifiedGroupKFold for 7 folds, more than any sample class has recordings).
 TINY_PARAMS = {
     "prepare": {"max_per_class": None, "train_fraction": 0.4, "val_fraction": 0.3, "test_fraction": 0.3},
     "featurize": {"jobs": 1, "cache_dir": ".heartsound-cache/features"},
