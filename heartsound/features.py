@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import stat
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +38,8 @@ FEATURE_VERSION = 2
 AMIN = 1e-10
 TOP_DB = 80.0
 DTYPE = np.dtype("<f4")
+# Written last into the features directory: which cache entries each split array holds, in order.
+LAYOUT_FILE = "layout.json"
 
 
 def feature_key_params(params: FeaturizeParams) -> dict:
@@ -222,31 +225,39 @@ class FeatureCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def copy_data(self, content_sha256: str, n_windows: int, out_fd: int) -> None:
-        """Append an entry's raw array bytes to out_fd (kernel-side copy where possible)."""
+    @property
+    def window_bytes(self) -> int:
+        return int(np.prod(self.shape)) * DTYPE.itemsize
+
+    def copy_data(self, content_sha256: str, n_windows: int, out_fd: int, out_offset: int) -> int:
+        """Write an entry's raw array bytes into out_fd at out_offset (kernel-side copy where possible).
+
+        Returns the offset just after them.
+        """
         path = self.path_for(content_sha256)
         with open(path, "rb") as f:
             checked = self._check(f)
             if checked is None or checked[0] != n_windows:
                 raise RuntimeError(f"feature cache entry {path} vanished or changed during featurize")
-            _copy_range(f.fileno(), out_fd, checked[1], n_windows * int(np.prod(self.shape)) * DTYPE.itemsize)
+            count = n_windows * self.window_bytes
+            _copy_range(f.fileno(), checked[1], out_fd, out_offset, count)
+        return out_offset + count
 
 
-def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
-    """Copy count bytes from src_fd at offset to dst_fd's current position."""
+def _copy_range(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, count: int) -> None:
+    """Copy count bytes between two files at the given offsets."""
     try:
         while count > 0:
-            copied = os.copy_file_range(src_fd, dst_fd, count, offset)
+            copied = os.copy_file_range(src_fd, dst_fd, count, src_offset, dst_offset)
             if copied == 0:
                 raise RuntimeError("source ended early")
-            offset += copied
-            count -= copied
+            src_offset, dst_offset, count = src_offset + copied, dst_offset + copied, count - copied
     except (AttributeError, OSError):
         # No copy_file_range (not Linux) or not between these file systems: copy through user space.
-        data = os.pread(src_fd, count, offset)
+        data = os.pread(src_fd, count, src_offset)
         if len(data) != count:
             raise RuntimeError("source ended early") from None
-        os.write(dst_fd, data)
+        os.pwrite(dst_fd, data, dst_offset)
 
 
 def _compute_entry(params: FeaturizeParams, task: tuple[str, str]) -> tuple[str, int]:
@@ -311,30 +322,98 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
+def _read_layout(out_dir: Path, digest: str) -> dict[str, list[list]]:
+    """The per-split [(sha256, n_windows), ...] the arrays in out_dir were written with, if for these params."""
+    try:
+        layout = json.loads((out_dir / LAYOUT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return layout.get("splits", {}) if layout.get("params_digest") == digest else {}
+
+
+def _writable_in_place(path: Path, header: bytes, size: int) -> bool:
+    """An existing array we alone own (not a link into DVC's cache, not read-only) with the expected header."""
+    try:
+        st = os.lstat(path)
+        with open(path, "rb") as f:
+            existing = f.read(len(header))
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_nlink == 1
+        and bool(st.st_mode & stat.S_IWUSR)
+        and (existing == header and st.st_size == size)
+    )
+
+
+def _write_split_array(path: Path, layout: list[tuple[str, int]], old: list | None, cache: FeatureCache) -> None:
+    """Make path the .npy of the layout's entries, end to end, touching as few bytes as it can.
+
+    With the previous layout (old) of an array still in place, the common prefix stays; after it, entries
+    of unchanged window counts are overwritten one by one where their content changed, otherwise the rest
+    is rewritten. Without it, the file is replaced (unlinked first, so a hard link into DVC's cache is
+    never written through).
+    """
+    total = sum(n for _, n in layout)
+    header = _npy_header((total, *cache.shape))
+    old_header = _npy_header((sum(n for _, n in old), *cache.shape)) if old else b""
+    old_size = len(old_header) + sum(n for _, n in old or []) * cache.window_bytes
+    if old and len(old_header) == len(header) and _writable_in_place(path, old_header, old_size):
+        keep = 0
+        while keep < min(len(old), len(layout)) and tuple(old[keep]) == tuple(layout[keep]):
+            keep += 1
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            offset = len(header) + sum(n for _, n in layout[:keep]) * cache.window_bytes
+            same_counts = [n for _, n in old[keep:]] == [n for _, n in layout[keep:]]
+            if not same_counts:
+                os.ftruncate(fd, offset)
+            for (sha, n), previous in zip(layout[keep:], old[keep:] if same_counts else [None] * len(layout)):
+                if previous is not None and previous[0] == sha:
+                    offset += n * cache.window_bytes
+                else:
+                    offset = cache.copy_data(sha, n, fd, offset)
+            os.pwrite(fd, header, 0)
+        finally:
+            os.close(fd)
+        return
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, header)
+        offset = len(header)
+        for sha, n in layout:
+            offset = cache.copy_data(sha, n, fd, offset)
+    finally:
+        os.close(fd)
+
+
 def write_split_arrays(
     manifest: pd.DataFrame, n_windows: dict[str, int], params: FeaturizeParams, out_dir: str | os.PathLike
 ) -> dict:
-    """Concatenate cached entries into out_dir/<split>.npy plus <split>_windows.csv (window -> recording).
+    """Write out_dir/<split>.npy (cached entries end to end) and <split>_windows.csv (window -> recording).
 
-    Entries are copied byte for byte after one .npy header, so memory stays flat and no MFCC is re-parsed.
+    Entries are copied byte for byte, so memory stays flat and no MFCC is re-parsed. Arrays left by the
+    previous run are updated rather than rewritten (see _write_split_array): the stage's outputs persist
+    between runs, and one changed recording then costs its own bytes, not the whole data set's.
+    out_dir/layout.json records what the arrays hold; it is removed before any array is touched and
+    written last, so an interrupted run leaves no layout and the next run rewrites everything.
     Returns {split: {"recordings": n, "windows": m}}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = FeatureCache(params.cache_dir, params)
+    previous = _read_layout(out_dir, cache.params_digest)
+    (out_dir / LAYOUT_FILE).unlink(missing_ok=True)
     _, hop = window_samples(params)
-    summary = {}
+    summary, layouts = {}, {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
         counts = np.array([n_windows[sha] for sha in rows["sha256"]], dtype=np.int64)
+        layouts[split] = [(sha, int(n)) for sha, n in zip(rows["sha256"], counts)]
+        _write_split_array(out_dir / f"{split}.npy", layouts[split], previous.get(split), cache)
         total = int(counts.sum())
-        fd = os.open(out_dir / f"{split}.npy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, _npy_header((total, *cache.shape)))
-            for sha, n in zip(rows["sha256"], counts):
-                cache.copy_data(sha, int(n), fd)
-        finally:
-            os.close(fd)
         first = np.repeat(np.cumsum(counts) - counts, counts)
         index = np.arange(total)
         windows = pd.DataFrame(
@@ -349,6 +428,8 @@ def write_split_arrays(
         )
         windows.to_csv(out_dir / f"{split}_windows.csv", index=False)
         summary[split] = {"recordings": len(rows), "windows": total}
+    layout = {"params_digest": cache.params_digest, "splits": layouts}
+    (out_dir / LAYOUT_FILE).write_text(json.dumps(layout), encoding="utf-8")
     return summary
 
 

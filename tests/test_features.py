@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import librosa
@@ -188,6 +189,63 @@ def test_added_and_removed_recordings_recompute_only_the_new_one(params, dataset
     summary = features.featurize(manifest_of(dataset), params, tmp_path / "out")
     assert (summary["computed"], summary["cached"]) == (0, 8)
     assert "rec0" not in set(features.load_split(tmp_path / "out", "train")[1]["recording_id"])
+
+
+def fresh_outputs(dataset: Path, params: FeaturizeParams, tmp_path: Path) -> Path:
+    """Outputs of a run from an empty cache into an empty directory."""
+    out = tmp_path / "fresh"
+    shutil.rmtree(out, ignore_errors=True)
+    features.featurize(manifest_of(dataset), dataclasses.replace(params, cache_dir=str(tmp_path / "fresh-cache")), out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: write_recording(root / "rec4.wav", 9.0, 4000, seed=40),  # same length: patched in place
+        lambda root: write_recording(root / "rec4.wav", 13.0, 4000, seed=40),  # more windows: tail rewritten
+        lambda root: write_recording(root / "rec00.wav", 6.0, 44100, seed=41),  # added near the start
+        lambda root: (root / "rec4.wav").unlink(),
+    ],
+    ids=["changed", "longer", "added", "removed"],
+)
+def test_updated_outputs_equal_a_fresh_run(params, dataset, tmp_path, change):
+    out = tmp_path / "out"
+    features.featurize(manifest_of(dataset), params, out)
+    inode = (out / "train.npy").stat().st_ino
+    change(dataset)
+    features.featurize(manifest_of(dataset), params, out)
+    assert_same_outputs(out, fresh_outputs(dataset, params, tmp_path))
+    assert (out / "train.npy").stat().st_ino == inode  # updated, not rewritten
+
+
+def test_outputs_linked_into_dvc_cache_are_replaced_not_written_through(params, dataset, tmp_path):
+    out = tmp_path / "out"
+    features.featurize(manifest_of(dataset), params, out)
+    dvc_cache_copy = tmp_path / "dvc-cache-object"
+    os.link(out / "train.npy", dvc_cache_copy)  # what DVC's hardlink cache type does
+    before = dvc_cache_copy.read_bytes()
+    write_recording(dataset / "rec4.wav", 9.0, 4000, seed=40)
+    features.featurize(manifest_of(dataset), params, out)
+    assert dvc_cache_copy.read_bytes() == before
+    assert_same_outputs(out, fresh_outputs(dataset, params, tmp_path))
+
+
+def test_damaged_outputs_or_missing_layout_are_rewritten(params, dataset, tmp_path):
+    out = tmp_path / "out"
+    features.featurize(manifest_of(dataset), params, out)
+    with open(out / "val.npy", "r+b") as f:  # an array cut short, e.g. by a killed run
+        f.truncate(1000)
+    (out / "test.npy").write_bytes(b"not an array")
+    write_recording(dataset / "rec4.wav", 9.0, 4000, seed=40)
+    features.featurize(manifest_of(dataset), params, out)
+    assert_same_outputs(out, fresh_outputs(dataset, params, tmp_path))
+    (out / features.LAYOUT_FILE).unlink()  # an interrupted run removes it first and writes it last
+    with open(out / "train.npy", "r+b") as f:
+        f.seek(200)
+        f.write(b"\0" * 100)
+    features.featurize(manifest_of(dataset), params, out)
+    assert_same_outputs(out, fresh_outputs(dataset, params, tmp_path))
 
 
 def test_feature_param_change_recomputes_all_and_other_params_none(params, dataset, tmp_path):

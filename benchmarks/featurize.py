@@ -1,0 +1,299 @@
+"""Featurize benchmark: the reference against the project's featurize, on PASCAL and a generated scale set.
+
+For each data set it builds a throw-away git + DVC project (this checkout's code, the data under data/raw/),
+runs prepare once untimed, then times, each in its own process:
+
+  (a) the reference: sequential librosa.load at 22 050 Hz + librosa.feature.mfcc (n_mfcc 40), whole recordings;
+  (b) the featurize stage (python stages/featurize.py) from an empty feature cache;
+  (d) `dvc repro featurize` with nothing changed;
+  (c) the featurize stage after one recording's audio changed (prepare rerun untimed first; the stage's
+      outputs are persistent, so they are left in place as `dvc repro` leaves them).
+
+Every row uses the same recordings (prepare's manifest). Usage:
+
+  python benchmarks/featurize.py            # PASCAL + scale set (>= 4000 recordings, >= 12 h)
+  python benchmarks/featurize.py --quick    # PASCAL + a 400-recording scale set, for a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PASCAL_ROOT = REPO_ROOT / "data" / "raw" / "pascal"
+LABEL_SHARES = {"normal": 0.6, "murmur": 0.25, "extrastole": 0.15}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
+# --- the reference (runs in its own process: python benchmarks/featurize.py --reference manifest.csv) ---
+
+
+def reference(manifest_csv: str) -> None:
+    """The public notebook's way: every recording decoded by librosa at 22 050 Hz, MFCC of the whole signal."""
+    import librosa
+
+    for path in pd.read_csv(manifest_csv)["path"]:
+        y, sr = librosa.load(path, sr=22050)
+        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40)
+
+
+# --- the scale set ---
+
+
+def heart_sound(duration_s: float, rate_hz: int, rng: np.random.Generator, murmur: bool) -> np.ndarray:
+    """A heart-sound-like signal: S1/S2 bursts (decaying 30-150 Hz tones) at 50-120 bpm with beat-to-beat jitter,
+    an optional murmur (noise band-passed by a 150-600 Hz resonance) between them, breathing drift and sensor noise.
+    Synthesised at 4 kHz; a 44.1 kHz file is upsampled from it with added broadband noise, like a digital stethoscope.
+    """
+    import soxr
+
+    base_hz = 4000
+    n = int(duration_s * base_hz)
+    t = np.arange(n, dtype=np.float32) / base_hz
+    period_s = 60.0 / rng.uniform(50, 120)
+    beats = np.cumsum(period_s * rng.normal(1.0, 0.04, int(duration_s / period_s) + 2)) - rng.uniform(0, period_s)
+    beat = np.searchsorted(beats, t) - 1
+    since_s = t - beats[np.clip(beat, 0, None)]
+    since_s[beat < 0] = 1.0
+    s1 = np.exp(-since_s / 0.025) * np.sin(2 * np.pi * rng.uniform(30, 60) * t)
+    s2_s = np.clip(since_s - 0.33 * period_s, 0, None)
+    s2 = np.where(since_s > 0.33 * period_s, np.exp(-s2_s / 0.018), 0) * np.sin(2 * np.pi * rng.uniform(70, 150) * t)
+    signal = 0.5 * s1 + 0.35 * s2 + 0.05 * np.sin(2 * np.pi * rng.uniform(0.2, 0.4) * t)
+    noise = rng.standard_normal(n).astype(np.float32)
+    if murmur:
+        f0 = rng.uniform(150, 600)
+        resonance = np.exp(-np.arange(64) / 8) * np.sin(2 * np.pi * f0 * np.arange(64) / base_hz)
+        band = np.convolve(noise, resonance, mode="same")
+        in_systole = (since_s > 0.06) & (since_s < 0.3 * period_s)
+        signal += 0.15 * band * in_systole
+    signal += 0.01 * noise
+    if rate_hz != base_hz:
+        signal = soxr.resample(signal.astype(np.float32), base_hz, rate_hz)
+        signal += 0.005 * rng.standard_normal(len(signal)).astype(np.float32)
+    return (signal / np.abs(signal).max() * 0.8).astype(np.float32)
+
+
+def generate_scale_set(root: Path, recordings: int, min_hours: float, seed: int = 0) -> None:
+    """Write at least `recordings` distinct recordings, together at least min_hours long, in PASCAL's set_b layout
+    (<label>__<patient>_<n>_B.wav, three recordings per patient); half at 4 kHz, half at 44.1 kHz, 2-30 s each."""
+    rng = np.random.default_rng(seed)
+    out = root / "set_b"
+    out.mkdir(parents=True, exist_ok=True)
+    labels, shares = list(LABEL_SHARES), list(LABEL_SHARES.values())
+    total_s, i = 0.0, 0
+    while i < recordings or total_s < min_hours * 3600:
+        duration_s = float(np.clip(2 + rng.gamma(2.0, 4.8), 2, 30))
+        rate_hz = int(rng.choice([4000, 44100]))
+        label = str(rng.choice(labels, p=shares))
+        samples = heart_sound(duration_s, rate_hz, rng, murmur=label == "murmur")
+        sf.write(out / f"{label}__{100 + i // 3}_{i}_B.wav", samples, rate_hz, subtype="PCM_16")
+        total_s += duration_s
+        i += 1
+
+
+def change_one_recording(manifest: pd.DataFrame, root: Path) -> Path:
+    """Replace one recording's audio (same length and rate, new content); returns its path."""
+    path = root / manifest.sort_values("path").iloc[len(manifest) // 2]["path"]
+    info = sf.info(path)
+    samples = heart_sound(info.duration, info.samplerate, np.random.default_rng(12345), murmur=False)
+    path.unlink()  # a new file, not a rewrite: the PASCAL copy is hard-linked to the checkout's data
+    sf.write(path, samples[: info.frames], info.samplerate, subtype=info.subtype)
+    return path
+
+
+# --- the project under test ---
+
+
+class Project:
+    """A throw-away git + DVC project with this checkout's code and one data set under data/raw/<name>."""
+
+    def __init__(self, path: Path, name: str, jobs: int):
+        self.path = path
+        self.env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        listed = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+        ).stdout.decode()
+        for rel in filter(None, listed.split("\0")):
+            src = REPO_ROOT / rel
+            if src.is_file() and not rel.startswith(("tests/", "benchmarks/", "docs/", "data/")):
+                (path / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, path / rel)
+        params = yaml.safe_load((path / "params.yaml").read_text())
+        params["data"]["root"] = f"data/raw/{name}"
+        params["featurize"]["jobs"] = jobs
+        (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        self.raw = path / "data" / "raw" / name
+        self.raw.mkdir(parents=True)
+        with open(path / ".gitignore", "a", encoding="utf-8") as f:
+            f.write("/data/raw/\n")
+        self.cache_dir = path / params["featurize"]["cache_dir"]
+
+    def run(self, *cmd: str) -> str:
+        result = subprocess.run(cmd, cwd=self.path, env=self.env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result.stdout
+
+    def init(self) -> None:
+        self.run("git", "init", "-q", "-b", "main")
+        self.commit("project under benchmark")
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
+
+    def dvc(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "dvc", *args]
+
+    @property
+    def featurize_cmd(self) -> list[str]:
+        return [sys.executable, "stages/featurize.py", "data/prepared/manifest.csv", "data/features"]
+
+    @property
+    def prepare_cmd(self) -> list[str]:
+        return [sys.executable, "stages/prepare.py", "data/prepared"]
+
+
+def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
+    """Run cmd in its own process; (wall seconds, peak RSS bytes of any process in its tree, stdout)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        # wait4 reports the child's peak RSS, or that of a descendant it waited for if larger (a pool worker).
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{stdout[-3000:]}\n{err.read()[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, stdout
+
+
+def stage_summary(stdout: str) -> dict:
+    """The dict the featurize stage prints last."""
+    return ast.literal_eval(stdout.strip().splitlines()[-1])
+
+
+def bench_dataset(name: str, workdir: Path, args) -> list[dict]:
+    """All rows for one data set."""
+    project = Project(workdir / name, name, args.jobs)
+    t0 = time.perf_counter()
+    if name == "pascal":
+        shutil.copytree(PASCAL_ROOT, project.raw, dirs_exist_ok=True, copy_function=os.link)
+    else:
+        generate_scale_set(project.raw, args.recordings, args.min_hours)
+    project.init()
+    project.run(*project.dvc("repro", "prepare"))
+    project.commit("prepared")
+    manifest_csv = project.path / "data" / "prepared" / "manifest.csv"
+    manifest = pd.read_csv(manifest_csv)
+    rates = manifest["sample_rate_hz"].value_counts().to_dict()
+    print(
+        f"\n[{name}] {len(manifest)} recordings, {manifest['duration_s'].sum() / 3600:.2f} h, "
+        f"sample rates {rates}, set up in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    rows = []
+
+    def row(label: str, cmd: list[str], check=None) -> None:
+        seconds, rss, stdout = timed(cmd, project.path, project.env)
+        if check:
+            check(stdout)
+        rows.append(
+            {
+                "data": name,
+                "row": label,
+                "seconds": seconds,
+                "recordings/s": len(manifest) / seconds,
+                "audio-s/s": manifest["duration_s"].sum() / seconds,
+                "peak RSS MiB": rss / 2**20,
+            }
+        )
+        print(f"  {label:<40} {seconds:8.2f} s  {rss / 2**20:7.0f} MiB", flush=True)
+
+    def computed(n: int):
+        def check(stdout: str) -> None:
+            summary = stage_summary(stdout)
+            if summary["computed"] != n:
+                raise RuntimeError(f"expected {n} recomputed recordings, got {summary}")
+
+        return check
+
+    def nothing_ran(stdout: str) -> None:
+        if "Running stage" in stdout:
+            raise RuntimeError(f"dvc repro ran a stage:\n{stdout}")
+
+    row("(a) reference librosa 22.05 kHz", [sys.executable, __file__, "--reference", str(manifest_csv)])
+    shutil.rmtree(project.cache_dir, ignore_errors=True)
+    row("(b) featurize, empty cache", project.featurize_cmd, computed(int(manifest["sha256"].nunique())))
+    # Record (b)'s outputs in dvc.lock, so that DVC sees the pipeline as up to date.
+    project.run(*project.dvc("commit", "-f", "featurize"))
+    project.commit("featurized")
+    row("(d) dvc repro featurize, nothing changed", project.dvc("repro", "featurize"), nothing_ran)
+    change_one_recording(manifest, project.path)
+    project.run(*project.prepare_cmd)
+    row("(c) featurize, one recording changed", project.featurize_cmd, computed(1))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference", metavar="MANIFEST", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a 400-recording scale set (about 1.2 h)")
+    parser.add_argument("--recordings", type=int, default=4000, help="scale set: at least this many recordings")
+    parser.add_argument("--min-hours", type=float, default=12.0, help="scale set: at least this much audio")
+    parser.add_argument("--datasets", default="pascal,scale", help="comma-separated: pascal, scale")
+    parser.add_argument("--jobs", type=int, default=0, help="featurize.jobs (0 = all cores)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    args = parser.parse_args()
+    if args.reference:
+        reference(args.reference)
+        return
+    if args.quick:
+        args.recordings, args.min_hours = 400, 1.2
+    workdir = Path(tempfile.mkdtemp(prefix="heartsound-bench-"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    print(f"heartsound featurize benchmark at commit {commit.stdout.strip()}, {os.cpu_count()} cores, jobs={args.jobs}")
+    try:
+        rows = [r for name in args.datasets.split(",") for r in bench_dataset(name, workdir, args)]
+    finally:
+        if args.keep:
+            print(f"projects kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    table = pd.DataFrame(rows)
+    print()
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print()
+    for name, rows_of in table.groupby("data", sort=False):
+        s = dict(zip(rows_of["row"].str[:3], rows_of["seconds"]))
+        rss = rows_of.loc[rows_of["row"].str.startswith(("(b)", "(c)")), "peak RSS MiB"].max()
+        print(
+            f"{name}: a/b = {s['(a)'] / s['(b)']:.1f} (target >= 10), c/b = {s['(c)'] / s['(b)']:.3f} (<= 0.05), "
+            f"d = {s['(d)']:.2f} s (< 3), featurize peak RSS {rss:.0f} MiB (< 1024)"
+        )
+
+
+if __name__ == "__main__":
+    main()
