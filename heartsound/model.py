@@ -77,16 +77,19 @@ def to_input(x: np.ndarray) -> np.ndarray:
     return x[..., np.newaxis].astype(np.float32, copy=False)
 
 
-def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks=()):
-    """Fit on train, early-stop on val (best weights restored). Returns (model, history dict)."""
+def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks=(), verbose: int = 2):
+    """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
     import keras
 
     seed_everything(params.seed)
     model = build_model(params.model, to_input(x_train).shape[1:], n_classes, params.learning_rate)
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=params.patience, restore_best_weights=True, verbose=0
-    )
     has_val = len(x_val) > 0
+    callbacks = list(callbacks)
+    if has_val and params.patience > 0:
+        stop = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params.patience, restore_best_weights=True, verbose=0
+        )
+        callbacks.insert(0, stop)
     history = model.fit(
         to_input(x_train),
         y_train,
@@ -94,9 +97,9 @@ def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, c
         epochs=params.epochs,
         batch_size=params.batch_size,
         class_weight=class_weights(y_train, n_classes, params.class_weight),
-        callbacks=[stop, *callbacks] if has_val else list(callbacks),
+        callbacks=callbacks,
         shuffle=True,
-        verbose=2,
+        verbose=verbose,
     )
     return model, history.history
 

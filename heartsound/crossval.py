@@ -1,0 +1,119 @@
+"""Patient-grouped k-fold cross-validation over every featurized recording: fold scores and their mean +- std."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from heartsound import evaluation, features, model, splits
+from heartsound.config import Params
+
+# Recordings at least this long: the reference drops shorter ones, so this subset compares like for like.
+LONG_MIN_S = 4.0
+SUMMARY_KEYS = ("macro_f1", "balanced_accuracy", "accuracy")
+SCREENING_KEYS = ("sensitivity", "specificity", "macc")
+
+
+def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """All splits' windows in one array, and the window and recording tables.
+
+    Returns (x [n_windows, n_mfcc, frames], windows with a row per window of x,
+    recordings with recording_id, label, group, duration_s in first-appearance order).
+    Group and duration come from the manifest, so older window tables without a group column work too.
+    """
+    arrays, tables, offset = [], [], 0
+    for split in ("train", "val", "test"):
+        x, windows = features.load_split(features_dir, split)
+        windows = windows.assign(window=windows["window"] + offset)
+        arrays.append(np.asarray(x))
+        tables.append(windows)
+        offset += len(x)
+    x = np.concatenate(arrays)
+    info = manifest.set_index("recording_id")[["group", "duration_s"]]
+    windows = pd.concat(tables, ignore_index=True).drop(columns=["group"], errors="ignore")
+    windows = windows.join(info, on="recording_id")
+    if windows["group"].isna().any():
+        missing = windows.loc[windows["group"].isna(), "recording_id"].iloc[0]
+        raise ValueError(f"recording {missing} has features but is not in the manifest")
+    recordings = windows.groupby("recording_id", sort=False)[["label", "group", "duration_s"]].first().reset_index()
+    return x, windows, recordings
+
+
+def summarise(values) -> dict:
+    """{"mean", "std", "folds"} of per-fold values (population std, as over a fixed set of folds)."""
+    values = [float(v) for v in values]
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": values}
+
+
+def summary(fold_scores: list[dict], classes) -> dict:
+    """Per-fold score dicts (evaluation.score output) -> cv.json's shape."""
+    out = {key: summarise([s[key] for s in fold_scores]) for key in SUMMARY_KEYS}
+    out["per_class_f1"] = {c: summarise([s["per_class"][c]["f1"] for s in fold_scores]) for c in classes}
+    screening = [s.get("screening") for s in fold_scores]
+    if all(screening):
+        out["screening"] = {key: summarise([s[key] for s in screening]) for key in SCREENING_KEYS}
+    out["n_recordings"] = int(sum(s["n_recordings"] for s in fold_scores))
+    return out
+
+
+def fold_indices(recordings: pd.DataFrame, params: Params):
+    """(train, val, test) recording indices per fold; see splits.crossval_folds."""
+    return list(
+        splits.crossval_folds(
+            recordings["label"].to_numpy(),
+            recordings["group"].to_numpy(),
+            params.crossval.folds,
+            params.crossval.val_fraction,
+            params.crossval.seed,
+        )
+    )
+
+
+def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tuple[dict, pd.DataFrame]:
+    """Train and score the configured model on every fold.
+
+    Returns (cv metrics as written to cv.json, out-of-fold recording predictions).
+    """
+    from heartsound.training import encode, recording_predictions
+
+    classes = features.load_meta(features_dir)["classes"]
+    x, windows, recordings = load_all(features_dir, manifest)
+    y = encode(windows["label"], classes)
+    scores, long_scores, predictions = [], [], []
+    started = time.monotonic()
+    for fold, (train_r, val_r, test_r) in enumerate(fold_indices(recordings, params)):
+        if params.train.patience == 0:
+            # No early stopping: the validation groups would only be data withheld from training.
+            train_r, val_r = np.concatenate([train_r, val_r]), val_r[:0]
+        part = {
+            name: windows["recording_id"].isin(recordings["recording_id"].iloc[idx]).to_numpy()
+            for name, idx in (("train", train_r), ("val", val_r), ("test", test_r))
+        }
+        trained, history = model.train(
+            x[part["train"]], y[part["train"]], x[part["val"]], y[part["val"]], len(classes), params.train, verbose=0
+        )
+        test_windows = windows[part["test"]]
+        probs = model.predict_windows(trained, x[part["test"]])
+        ids, y_true, y_pred, rec_probs, groups = recording_predictions(
+            probs, test_windows, classes, params.evaluate.aggregation
+        )
+        scores.append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
+        long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
+        long_scores.append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
+        table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
+        table.insert(0, "recording_id", ids)
+        table.insert(1, "label", y_true)
+        table.insert(2, "predicted", y_pred)
+        table.insert(3, "fold", fold)
+        predictions.append(table)
+        log(
+            f"fold {fold}: {len(train_r)}/{len(val_r)}/{len(test_r)} recordings, {len(history['loss'])} epochs, "
+            f"macro-F1 {scores[-1]['macro_f1']:.3f}, balanced acc {scores[-1]['balanced_accuracy']:.3f}, "
+            f"{time.monotonic() - started:.0f} s"
+        )
+    metrics = summary(scores, classes)
+    metrics["long_only"] = {"min_duration_s": LONG_MIN_S, **summary(long_scores, classes)}
+    metrics["folds"] = params.crossval.folds
+    return metrics, pd.concat(predictions, ignore_index=True)
