@@ -62,6 +62,7 @@ class TrainParams:
     patience: int = 15
     class_weight: str = "balanced"  # balanced | none
     seed: int = 42
+    augment: bool = False  # random time shift and gain of training windows
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Params:
 
 
 DATASETS = ("pascal", "physionet2016", "yaseen2018", "circor2022", "folder")
-MODELS = ("seed_cnn",)
+MODELS = ("seed_cnn", "cnn1d")
 CHOICES = {
     "data.dataset": DATASETS,
     "train.model": MODELS,
