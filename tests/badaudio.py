@@ -41,6 +41,11 @@ class Item:
     def used(self) -> bool:
         return self.reason is None
 
+    @property
+    def predict_reason(self) -> str | None:
+        """What `heartsound predict` must report: labels play no part there, only the audio."""
+        return None if self.reason is None or self.reason.startswith("unknown label") else self.reason
+
 
 def tone(rate_hz: int, duration_s: float = DURATION_S, amplitude: float = AMPLITUDE, start: int = 0) -> np.ndarray:
     """A float32 sine of TONE_HZ; `start` (in samples) lets long files be written block by block."""
