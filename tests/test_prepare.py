@@ -154,9 +154,3 @@ def test_prepare_records_an_unexpected_decoder_failure(tmp_path, monkeypatch):
         reasons[str(tmp_path / "set_a/murmur__023_rate_8000.wav")] == "unexpected decode error: ValueError: decoder bug"
     )
     assert len(used) + len(rejected) == len(list(tmp_path.rglob("*.wav")))
-
-
-def test_prepare_on_an_empty_root_gives_empty_outputs(tmp_path):
-    used, rejected = manifest.prepare(DataParams(dataset="pascal", root=str(tmp_path)), PrepareParams())
-    assert (len(used), len(rejected)) == (0, 0)
-    assert list(used.columns) == manifest.MANIFEST_COLUMNS
