@@ -173,21 +173,39 @@ class Project:
         return [sys.executable, "stages/prepare.py", "data/prepared"]
 
 
+# Runs argv[2:] and writes "<wall seconds> <peak RSS KiB>" to argv[1]. The benchmark itself is large; a child
+# forked from it would start with its peak RSS, so a minimal interpreter does the fork + exec instead. wait4
+# reports the peak of the command or of any process it waited for (the featurize pool's workers), whichever
+# is larger.
+MEASURE = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
     """Run cmd in its own process; (wall seconds, peak RSS bytes of any process in its tree, stdout)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        # wait4 reports the child's peak RSS, or that of a descendant it waited for if larger (a pool worker).
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read()
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{stdout[-3000:]}\n{err.read()[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024, stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "usage"
+        result = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", MEASURE, str(report), *cmd],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        seconds, rss_kib = report.read_text().split()
+    return float(seconds), int(rss_kib) * 1024, result.stdout
 
 
 def stage_summary(stdout: str) -> dict:

@@ -126,27 +126,55 @@ def _mfcc_basis(
     return hann, np.ascontiguousarray(mel.T), dct_matrix(n_mels, n_mfcc)
 
 
+def _log_mel(frames: np.ndarray, hann: np.ndarray, mel_t: np.ndarray) -> np.ndarray:
+    """10 log10 of the mel power of frames [..., n_fft] (floored at AMIN): float32 [frames, n_mels]."""
+    windowed = (frames * hann).reshape(-1, len(hann))
+    spectrum = scipy.fft.rfft(windowed, axis=-1)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    return np.log10(np.maximum(power @ mel_t, AMIN)) * np.float32(10.0)
+
+
 def mfcc_windows(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
     """MFCC of every window of a signal at the feature rate: float32 [n_windows, n_mfcc, frames].
 
     Each window is featurized on its own, like librosa.feature.mfcc(y=window) with the params' n_fft,
     hop_length, n_mels, fmin/fmax, centred zero-padded frames and power_to_db(top_db=80).
     """
-    windows, _ = split_windows(np.asarray(samples, dtype=np.float32), params)
+    samples = np.asarray(samples, dtype=np.float32)
+    windows, _ = split_windows(samples, params)
     hann, mel_t, dct = _mfcc_basis(
         params.sample_rate_hz, params.n_fft, params.n_mels, params.n_mfcc, params.fmin_hz, params.fmax_hz
     )
-    half = params.n_fft // 2
+    n_windows, length = windows.shape
+    n_fft, hop, half = params.n_fft, params.hop_length, params.n_fft // 2
+    n_frames, n_mels = frames_per_window(params), params.n_mels
+    _, window_hop = window_samples(params)
+    # [windows, frames, n_fft] view of each window's centred, zero-padded frames.
     padded = np.pad(windows, ((0, 0), (half, half)))
-    # [windows, frames, n_fft] view, then one batched FFT for the whole recording.
-    frames = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft, axis=1)[:, :: params.hop_length]
-    spectrum = scipy.fft.rfft(frames * hann, axis=-1)  # scipy's float32 FFT: ~2x numpy's here
-    power = np.square(spectrum.real) + np.square(spectrum.imag)
-    log_mel = np.log10(np.maximum(power @ mel_t, AMIN)) * np.float32(10.0)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]
+    # Frames inner_lo..inner_hi of a window lie wholly inside it, so they are frames of the recording itself;
+    # when windows start on the frame grid, overlapping windows share them: transform each of those once.
+    inner_lo, inner_hi = -(-half // hop), (length + half - n_fft) // hop
+    if n_windows == 1 or window_hop % hop or inner_hi < inner_lo:
+        log_mel = _log_mel(frames, hann, mel_t).reshape(n_windows, n_frames, n_mels)
+    else:
+        step = window_hop // hop
+        n_shared = (n_windows - 1) * step + inner_hi - inner_lo + 1
+        start = inner_lo * hop - half
+        recording = np.lib.stride_tricks.sliding_window_view(
+            samples[start : start + (n_shared - 1) * hop + n_fft], n_fft
+        )
+        shared = _log_mel(recording[::hop], hann, mel_t)
+        edges = np.r_[0:inner_lo, inner_hi + 1 : n_frames]
+        log_mel = np.empty((n_windows, n_frames, n_mels), np.float32)
+        log_mel[:, edges] = _log_mel(frames[:, edges], hann, mel_t).reshape(n_windows, len(edges), n_mels)
+        log_mel[:, inner_lo : inner_hi + 1] = shared[
+            np.arange(n_windows)[:, None] * step + np.arange(inner_hi - inner_lo + 1)[None, :]
+        ]
     # top_db is relative to each window's own peak, so a window does not depend on the rest of its recording.
     np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(TOP_DB), out=log_mel)
-    mfcc = log_mel @ dct  # [windows, frames, n_mfcc]
-    return np.ascontiguousarray(mfcc.transpose(0, 2, 1), dtype=np.float32)
+    mfcc = (log_mel.reshape(-1, n_mels) @ dct).reshape(n_windows, n_frames, -1)
+    return np.ascontiguousarray(mfcc.transpose(0, 2, 1))
 
 
 def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:

@@ -109,7 +109,13 @@ def test_mfcc_shape_dtype_and_determinism(params):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"n_mfcc": 20, "n_mels": 40, "n_fft": 512, "hop_length": 64, "fmin_hz": 0.0}, {"sample_rate_hz": 4000}],
+    [
+        {},
+        {"n_mfcc": 20, "n_mels": 40, "n_fft": 512, "hop_length": 64, "fmin_hz": 0.0},
+        {"sample_rate_hz": 4000},
+        {"window_hop_s": 1.99},  # windows off the frame grid: no frames shared between windows
+        {"window_s": 3.0, "window_hop_s": 0.5, "hop_length": 50},  # each frame shared by several windows
+    ],
 )
 def test_mfcc_matches_librosa_on_each_window(params, overrides):
     params = dataclasses.replace(params, **overrides)
