@@ -55,6 +55,22 @@ def check_recording(path: str, min_duration_s: float) -> tuple[audio.AudioInfo |
     return info, None
 
 
+def _split_label_conflicts(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Identical audio under different labels: which label is right is unknown, so no copy is used.
+
+    Returns (manifest without those rows, their rejections naming the other copies and labels).
+    """
+    labels_per_audio = manifest.groupby("sha256")["label"].transform("nunique")
+    conflicted = manifest[labels_per_audio > 1]
+    reasons = []
+    for path, sha in zip(conflicted["path"], conflicted["sha256"]):
+        others = conflicted[(conflicted["sha256"] == sha) & (conflicted["path"] != path)]
+        named = ", ".join(f"{p} ({label})" for p, label in zip(others["path"], others["label"]))
+        reasons.append(f"conflicting labels: identical audio in {named}")
+    rejections = pd.DataFrame({"path": conflicted["path"].tolist(), "reason": reasons}, columns=REJECTION_COLUMNS)
+    return manifest[labels_per_audio <= 1].reset_index(drop=True), rejections
+
+
 def _merge_duplicate_groups(manifest: pd.DataFrame) -> pd.DataFrame:
     """Identical audio under several names: flag it and give all copies one group."""
     first_path = manifest.groupby("sha256")["path"].transform("first")
@@ -114,7 +130,8 @@ def prepare(data: DataParams, params: PrepareParams) -> tuple[pd.DataFrame, pd.D
             }
         )
     manifest = pd.DataFrame(rows, columns=[c for c in MANIFEST_COLUMNS if c not in ("split", "duplicate_of")])
-    rejections = pd.DataFrame(rejected, columns=REJECTION_COLUMNS)
+    manifest, conflicts = _split_label_conflicts(manifest)
+    rejections = pd.concat([pd.DataFrame(rejected, columns=REJECTION_COLUMNS), conflicts], ignore_index=True)
     manifest = _merge_duplicate_groups(manifest)
     kept = _limit_per_class(manifest, params.max_per_class, params.seed)
     over_limit = manifest.drop(kept.index)

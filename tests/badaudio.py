@@ -21,6 +21,8 @@ DURATION_S = 3.0
 RATES_HZ = (1000, 2000, 4000, 8000, 11025, 16000, 22050, 44100, 48000, 96000)
 LONG_RATE_HZ = 44100
 LONG_DURATION_S = 20 * 60.0
+# Rejections about a file's label, not its audio (predict ignores labels).
+LABEL_REASONS = ("unknown label", "conflicting labels")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Item:
     @property
     def predict_reason(self) -> str | None:
         """What `heartsound predict` must report: labels play no part there, only the audio."""
-        return None if self.reason is None or self.reason.startswith("unknown label") else self.reason
+        return None if self.reason is None or self.reason.startswith(LABEL_REASONS) else self.reason
 
 
 def tone(rate_hz: int, duration_s: float = DURATION_S, amplitude: float = AMPLITUDE, start: int = 0) -> np.ndarray:
@@ -162,6 +164,12 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
     add(Item("set_a/murmur__045_café_Ünïcødé_心音.wav", "non-ASCII name"))
     _write(root, "set_a/heartbeat__046.wav", fresh_tone(rate), rate, subtype="PCM_16")
     add(Item("set_a/heartbeat__046.wav", "unknown label prefix", reason="unknown label prefix 'heartbeat'"))
+
+    # Identical audio under two labels: neither can be trusted.
+    _write(root, "set_a/normal__047_conflict.wav", fresh_tone(rate), rate, subtype="PCM_16")
+    shutil.copyfile(root / "set_a/normal__047_conflict.wav", root / "set_a/murmur__048_conflict.wav")
+    add(Item("set_a/normal__047_conflict.wav", "labelled normal, a copy labelled murmur", reason="conflicting labels"))
+    add(Item("set_a/murmur__048_conflict.wav", "labelled murmur, a copy labelled normal", reason="conflicting labels"))
 
     # Identical audio under two names of two set_b patients (301, 302); patient 302 has a
     # second, different recording, which must follow its patient into the duplicates' split.

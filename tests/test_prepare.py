@@ -34,7 +34,16 @@ def test_every_item_is_used_or_rejected_for_its_reason(prepared):
         else:
             assert path not in used_paths, item.what
             assert item.reason in reasons[path], (item.what, reasons[path])
-    assert not rejected["reason"].str.contains(str(root), regex=False).any()
+    audio_reasons = rejected.loc[~rejected["reason"].str.startswith("conflicting labels"), "reason"]
+    assert not audio_reasons.str.contains(str(root), regex=False).any()
+
+
+def test_identical_audio_under_two_labels_is_rejected_naming_the_other_copy(prepared):
+    root, _, _, rejected = prepared
+    reasons = dict(zip(rejected["path"], rejected["reason"]))
+    assert reasons[str(root / "set_a/normal__047_conflict.wav")] == (
+        f"conflicting labels: identical audio in {root / 'set_a/murmur__048_conflict.wav'} (murmur)"
+    )
 
 
 def test_manifest_describes_what_was_decoded(prepared):
