@@ -90,6 +90,24 @@ def test_prepare_is_deterministic(prepared):
     pd.testing.assert_frame_equal(rejected, again_rejected)
 
 
+def test_max_per_class_decodes_only_a_seeded_sample(prepared, monkeypatch):
+    root, items, _, _ = prepared
+    data = DataParams(dataset="pascal", root=str(root))
+    scanned = []
+    real_scan = manifest.audio.scan
+    monkeypatch.setattr(manifest.audio, "scan", lambda path: scanned.append(path) or real_scan(path))
+    used, rejected = manifest.prepare(data, PrepareParams(max_per_class=2))
+    assert used["label"].value_counts().to_dict() == {"murmur": 2, "normal": 2}
+    assert len(used) + len(rejected) == len(items)
+    not_examined = rejected[rejected["reason"] == "over prepare.max_per_class (not examined)"]
+    assert set(scanned).isdisjoint(not_examined["path"])
+    assert len(scanned) < len(items) // 2
+    again, _ = manifest.prepare(data, PrepareParams(max_per_class=2))
+    pd.testing.assert_frame_equal(used, again)
+    other_seed, _ = manifest.prepare(data, PrepareParams(max_per_class=2, seed=7))
+    assert set(other_seed["path"]) != set(used["path"])
+
+
 def test_featurize_uses_every_prepared_recording(prepared, tmp_path):
     """Features of every used file, the 20-min one included (one window per window_hop_s)."""
     _, _, used, _ = prepared
