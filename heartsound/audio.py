@@ -69,7 +69,10 @@ def _check_wav_complete(path: str | os.PathLike, size_bytes: int, rate_hz: int) 
                 return
             chunk_id, chunk_bytes = head[:4], struct.unpack("<I", head[4:])[0]
             if chunk_id == b"fmt " and chunk_bytes >= 14:
-                block_align = struct.unpack("<H", f.read(14)[12:14])[0]
+                fmt = f.read(14)
+                if len(fmt) < 14:
+                    return
+                block_align = struct.unpack("<H", fmt[12:14])[0]
                 f.seek(chunk_bytes - 14 + (chunk_bytes & 1), os.SEEK_CUR)
             elif chunk_id == b"data":
                 held_bytes = size_bytes - f.tell()

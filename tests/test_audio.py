@@ -147,3 +147,28 @@ def test_long_recording_decodes_in_bounded_memory(corpus):
 def test_amplitude_helpers_measure_the_reference_tone():
     assert abs(tone_amplitude(tone(2000)) - AMPLITUDE) < 1e-3
     assert abs(dominant_hz(tone(2000), 2000) - TONE_HZ) < 0.5
+
+
+def test_cut_or_corrupted_headers_only_ever_raise_audio_error(tmp_path):
+    """Every prefix of a WAV's first 120 bytes, and 200 seeded byte corruptions of its header."""
+    path = tmp_path / "a.wav"
+    sf.write(path, np.stack([tone(4000, 0.2)] * 2, axis=1), 4000, subtype="PCM_24")
+    full = path.read_bytes()
+    rng = np.random.default_rng(0)
+    cases = [full[:n] for n in range(120)]
+    for _ in range(200):
+        header = np.frombuffer(full[:200], np.uint8).copy()
+        flips = rng.random(len(header)) < 0.02
+        header[flips] ^= rng.integers(1, 256, flips.sum(), dtype=np.uint8)
+        cases.append(header.tobytes() + full[200:])
+    unexpected = []
+    for data in cases:
+        path.write_bytes(data)
+        for decode in (audio.scan, lambda p: audio.load(p, FEATURE_RATE_HZ)):
+            try:
+                decode(path)
+            except audio.AudioError:
+                pass
+            except Exception as e:  # collected and reported below
+                unexpected.append(f"{len(data)} bytes: {type(e).__name__}: {e}")
+    assert not unexpected, "\n".join(unexpected[:10])

@@ -46,6 +46,9 @@ def _kill_when(project, args: list[str], started) -> subprocess.CompletedProcess
 
 
 def test_sigkill_during_featurize_then_rerun_completes_like_a_clean_run(project):
+    # 4x the windows per recording: featurize lasts long enough for the kill to land inside it.
+    project.set_params({"featurize": {"window_hop_s": 0.5}})
+    project.commit("denser windows")
     cache = project.path / CACHE_DIR
     lock_path = project.path / "dvc.lock"
     committed = yaml.safe_load(lock_path.read_text())["stages"]["featurize"]  # the full-data run's
