@@ -173,10 +173,10 @@ class Project:
         return [sys.executable, "stages/prepare.py", "data/prepared"]
 
 
-# Runs argv[2:] and writes "<wall seconds> <peak RSS KiB>" to argv[1]. The benchmark itself is large; a child
-# forked from it would start with its peak RSS, so a minimal interpreter does the fork + exec instead. wait4
-# reports the peak of the command or of any process it waited for (the featurize pool's workers), whichever
-# is larger.
+# Runs argv[2:] and writes "<wall seconds> <peak RSS KiB> <CPU seconds>" to argv[1]. The benchmark itself is
+# large; a child forked from it would start with its peak RSS, so a minimal interpreter does the fork + exec
+# instead. wait4 reports the peak of the command or of any process it waited for (the featurize pool's
+# workers), whichever is larger, and the CPU time of all of them.
 MEASURE = """
 import os, sys, time
 start = time.perf_counter()
@@ -185,13 +185,14 @@ if pid == 0:
     os.execv(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
-    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss}")
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
-    """Run cmd in its own process; (wall seconds, peak RSS bytes of any process in its tree, stdout)."""
+def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, float, str]:
+    """Run cmd in its own process; (wall seconds, peak RSS bytes of any process in its tree, CPU seconds of the
+    tree, stdout)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "usage"
         result = subprocess.run(
@@ -204,8 +205,8 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        seconds, rss_kib = report.read_text().split()
-    return float(seconds), int(rss_kib) * 1024, result.stdout
+        seconds, rss_kib, cpu_s = report.read_text().split()
+    return float(seconds), int(rss_kib) * 1024, float(cpu_s), result.stdout
 
 
 def stage_summary(stdout: str) -> dict:
@@ -235,7 +236,7 @@ def bench_dataset(name: str, workdir: Path, args) -> list[dict]:
     rows = []
 
     def row(label: str, cmd: list[str], check=None) -> None:
-        seconds, rss, stdout = timed(cmd, project.path, project.env)
+        seconds, rss, cpu_s, stdout = timed(cmd, project.path, project.env)
         if check:
             check(stdout)
         rows.append(
@@ -246,9 +247,10 @@ def bench_dataset(name: str, workdir: Path, args) -> list[dict]:
                 "recordings/s": len(manifest) / seconds,
                 "audio-s/s": manifest["duration_s"].sum() / seconds,
                 "peak RSS MiB": rss / 2**20,
+                "CPU s": cpu_s,
             }
         )
-        print(f"  {label:<40} {seconds:8.2f} s  {rss / 2**20:7.0f} MiB", flush=True)
+        print(f"  {label:<40} {seconds:8.2f} s  {rss / 2**20:7.0f} MiB  {cpu_s:8.2f} CPU s", flush=True)
 
     def computed(n: int):
         def check(stdout: str) -> None:
@@ -307,9 +309,11 @@ def main() -> None:
     for name, rows_of in table.groupby("data", sort=False):
         s = dict(zip(rows_of["row"].str[:3], rows_of["seconds"]))
         rss = rows_of.loc[rows_of["row"].str.startswith(("(b)", "(c)")), "peak RSS MiB"].max()
+        cpu = dict(zip(rows_of["row"].str[:3], rows_of["CPU s"]))
         print(
             f"{name}: a/b = {s['(a)'] / s['(b)']:.1f} (target >= 10), c/b = {s['(c)'] / s['(b)']:.3f} (<= 0.05), "
-            f"d = {s['(d)']:.2f} s (< 3), featurize peak RSS {rss:.0f} MiB (< 1024)"
+            f"d = {s['(d)']:.2f} s (< 3), featurize peak RSS {rss:.0f} MiB (< 1024); "
+            f"in CPU time: a/b = {cpu['(a)'] / cpu['(b)']:.1f}, c/b = {cpu['(c)'] / cpu['(b)']:.3f}"
         )
 
 
