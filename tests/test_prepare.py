@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from badaudio import write_corpus
 
-from heartsound import features, manifest
+from heartsound import audio, features, manifest
 from heartsound.config import DataParams, FeaturizeParams, PrepareParams
 from heartsound.datasets import Candidate
 
@@ -126,6 +126,19 @@ def test_featurize_uses_every_prepared_recording(prepared, tmp_path):
         x, _ = features.load_split(tmp_path / "features", split)
         assert np.isfinite(x).all()
     assert json.loads((tmp_path / "features/meta.json").read_text())["classes"] == ["murmur", "normal"]
+
+
+def test_featurize_gives_windows_or_an_audio_error_for_every_item(prepared):
+    """The worker featurize runs per file, on every corpus file, prepare's rejects included."""
+    root, items, _, _ = prepared
+    params = FeaturizeParams(max_duration_s=60.0)  # the 20-min file's whole length is covered above
+    for item in items:
+        if item.decodes:
+            windows = features.recording_features(root / item.path, params)
+            assert windows.shape[1:] == features.feature_shape(params) and np.isfinite(windows).all(), item.what
+        else:
+            with pytest.raises(audio.AudioError, match=item.reason):
+                features.recording_features(root / item.path, params)
 
 
 def _candidates(*paths):
