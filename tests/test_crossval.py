@@ -1,0 +1,105 @@
+"""Cross-validation folds on real PASCAL names, and the cv.json aggregation."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heartsound import config, crossval, splits
+from heartsound.datasets import pascal
+
+
+@pytest.fixture
+def pascal_recordings(pascal_root) -> pd.DataFrame:
+    """A manifest-like table (label, group) of every labelled PASCAL file on disk."""
+    labelled = [c for c in pascal.read(str(pascal_root)) if c.rejection is None]
+    return pd.DataFrame({"label": [c.label for c in labelled], "group": [c.group for c in labelled]})
+
+
+def test_real_pascal_folds_are_grouped_and_cover_every_recording(pascal_recordings):
+    table = pascal_recordings
+    params = config.parse({"crossval": {"folds": 5, "seed": 42, "val_fraction": 0.15}})
+    folds = crossval.fold_indices(table, params)
+    assert len(folds) == 5
+    groups = table["group"].to_numpy()
+    tested = np.concatenate([test for _, _, test in folds])
+    # Test parts partition the recordings: each one scored exactly once.
+    assert sorted(tested) == list(range(len(table)))
+    test_groups = [set(groups[test]) for _, _, test in folds]
+    for i in range(5):
+        for j in range(i + 1, 5):
+            assert not test_groups[i] & test_groups[j]
+    for train, val, test in folds:
+        assert len(val) > 0
+        assert not set(groups[val]) & set(groups[test])
+        assert not set(groups[val]) & set(groups[train])
+        assert not set(groups[train]) & set(groups[test])
+        assert len(train) + len(val) + len(test) == len(table)
+        # Stratified: every class with enough patients appears in every test part.
+        assert set(table["label"].iloc[test]) >= {"normal", "murmur", "extrastole", "artifact"}
+    # set_b patient 106 has several recordings; they share one test part.
+    patient = np.flatnonzero(groups == "set_b:patient106")
+    assert len(patient) > 1
+    assert sum(bool(set(patient) & set(test)) for _, _, test in folds) == 1
+
+
+def test_folds_depend_on_the_seed_only():
+    labels = np.repeat(["a", "b", "c"], 40)
+    groups = np.array([f"g{i // 2}" for i in range(120)])
+    first = list(splits.crossval_folds(labels, groups, 4, 0.2, seed=1))
+    again = list(splits.crossval_folds(labels, groups, 4, 0.2, seed=1))
+    other = list(splits.crossval_folds(labels, groups, 4, 0.2, seed=2))
+    assert all((a[2] == b[2]).all() for a, b in zip(first, again))
+    assert any(len(a[2]) != len(b[2]) or (a[2] != b[2]).any() for a, b in zip(first, other))
+
+
+def _fold(macro_f1, bal_acc, acc, f1_a, f1_b, se, sp, n):
+    return {
+        "macro_f1": macro_f1,
+        "balanced_accuracy": bal_acc,
+        "accuracy": acc,
+        "n_recordings": n,
+        "per_class": {"a": {"f1": f1_a}, "b": {"f1": f1_b}},
+        "screening": {"sensitivity": se, "specificity": sp, "macc": (se + sp) / 2},
+    }
+
+
+def test_summary_gives_mean_population_std_and_fold_values():
+    folds = [_fold(0.5, 0.6, 0.7, 0.2, 0.8, 1.0, 0.5, 10), _fold(0.7, 0.8, 0.9, 0.4, 1.0, 0.5, 0.5, 12)]
+    out = crossval.summary(folds, ["a", "b"])
+    assert out["macro_f1"]["mean"] == pytest.approx(0.6)
+    assert out["macro_f1"]["std"] == pytest.approx(0.1)  # population std, not the sample one (0.141)
+    assert out["macro_f1"]["folds"] == [0.5, 0.7]
+    assert out["balanced_accuracy"]["mean"] == pytest.approx(0.7)
+    assert out["accuracy"]["std"] == pytest.approx(0.1)
+    assert out["per_class_f1"]["a"]["mean"] == pytest.approx(0.3)
+    assert out["per_class_f1"]["b"]["folds"] == [0.8, 1.0]
+    assert out["screening"]["macc"]["mean"] == pytest.approx(0.625)
+    assert out["n_recordings"] == 22
+    json.dumps(out)  # plain floats: cv.json must serialise
+
+
+def test_summary_leaves_out_screening_when_a_fold_has_none():
+    folds = [_fold(0.5, 0.6, 0.7, 0.2, 0.8, 1.0, 0.5, 10), _fold(0.7, 0.8, 0.9, 0.4, 1.0, 0.5, 0.5, 12)]
+    folds[1].pop("screening")
+    assert "screening" not in crossval.summary(folds, ["a", "b"])
+
+
+def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_path):
+    manifest = pd.DataFrame(
+        {"recording_id": ["r1", "r2", "r3"], "group": ["g1", "g1", "g2"], "duration_s": [9.0, 3.0, 5.0]}
+    )
+    rows = {"train": [("r1", "normal"), ("r1", "normal")], "val": [("r2", "normal")], "test": [("r3", "murmur")]}
+    for split, windows in rows.items():
+        np.save(tmp_path / f"{split}.npy", np.full((len(windows), 2, 3), len(split), np.float32))
+        table = pd.DataFrame(windows, columns=["recording_id", "label"])
+        table.insert(0, "window", range(len(windows)))
+        table.to_csv(tmp_path / f"{split}_windows.csv", index=False)
+    x, windows, recordings = crossval.load_all(tmp_path, manifest)
+    assert x.shape == (4, 2, 3)
+    assert list(windows["window"]) == [0, 1, 2, 3]
+    assert x[3, 0, 0] == len("test")
+    assert list(windows["group"]) == ["g1", "g1", "g1", "g2"]
+    assert list(recordings["recording_id"]) == ["r1", "r2", "r3"]
+    assert list(recordings["duration_s"]) == [9.0, 3.0, 5.0]

@@ -1,0 +1,94 @@
+"""Model builders, class weights, augmentation and deterministic training (tiny data, few epochs)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from heartsound import model
+from heartsound.config import TrainParams
+
+SHAPE = (8, 32)  # (n_mfcc, frames): small enough for a seconds-long test
+
+
+def _data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, *SHAPE)).astype(np.float32) + y[:, None, None].astype(np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("name", sorted(model.BUILDERS))
+def test_models_take_mfcc_windows_and_output_class_probabilities(name):
+    net = model.build_model(name, (*SHAPE, 1), 5, 1e-3)
+    assert tuple(net.input_shape[1:]) == (*SHAPE, 1)
+    probs = net.predict(model.to_input(_data(4)[0]), verbose=0)
+    assert probs.shape == (4, 5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="bogus"):
+        model.build_model("bogus", (*SHAPE, 1), 5, 1e-3)
+
+
+def test_balanced_class_weights_favour_rare_classes_and_fill_absent_ones():
+    y = np.array([0] * 6 + [1] * 2)
+    weights = model.class_weights(y, 3, "balanced")
+    assert weights[0] == pytest.approx(8 / (2 * 6))
+    assert weights[1] == pytest.approx(8 / (2 * 2))
+    assert weights[2] == 1.0
+    assert model.class_weights(y, 3, "none") is None
+
+
+def test_augment_shifts_in_time_and_changes_gain_through_mfcc0_only():
+    x, _ = _data(6)
+    out = model.augment(x, np.random.default_rng(0))
+    assert out.shape == x.shape and out is not x
+    # A circular shift keeps each coefficient's values; gain moves MFCC 0 by one constant per window.
+    np.testing.assert_allclose(np.sort(out[:, 1:], axis=2), np.sort(x[:, 1:], axis=2))
+    assert not np.allclose(out[:, 1:], x[:, 1:])
+    gain = out[:, 0].mean(axis=1) - x[:, 0].mean(axis=1)
+    np.testing.assert_allclose(np.sort(out[:, 0], axis=1), np.sort(x[:, 0], axis=1) + gain[:, None], atol=1e-4)
+    assert np.abs(gain).min() > 0
+
+
+def test_same_seed_same_weights():
+    x, y = _data()
+    # augment=True: the shuffling and augmentation draw from the seed too.
+    params = TrainParams(model="cnn1d", epochs=2, batch_size=16, patience=0, augment=True, seed=3)
+    first, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    second, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other, _ = model.train(x, y, x[:0], y[:0], 3, dataclasses.replace(params, seed=4), verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights()))
+
+
+def test_early_stopping_restores_the_best_epoch_and_patience_zero_runs_all():
+    x, y = _data()
+    params = TrainParams(model="seed_cnn", epochs=6, batch_size=16, patience=1, seed=0)
+    _, history = model.train(x, y, x, y, 3, params, verbose=0)
+    assert len(history["loss"]) <= 6 and "val_loss" in history
+    _, history = model.train(x, y, x, y, 3, dataclasses.replace(params, patience=0, epochs=3), verbose=0)
+    assert len(history["loss"]) == 3
+
+
+def test_saved_model_predicts_like_the_trained_one(tmp_path):
+    """model.h5 and model.tflite (normalisation inside) give the trained model's probabilities."""
+    import tensorflow as tf
+
+    x, y = _data()
+    params = TrainParams(model="cnn1d", epochs=1, batch_size=16, patience=0, seed=0)
+    trained, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    model.save(trained, {"classes": ["a", "b", "c"]}, tmp_path)
+    expected = model.predict_windows(trained, x[:4])
+    np.testing.assert_allclose(model.predict_windows(model.load_keras(tmp_path), x[:4]), expected, atol=1e-5)
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / model.TFLITE_FILE))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(inp["index"], (1, *SHAPE, 1))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], model.to_input(x[:1]))
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(out["index"])[0], expected[0], atol=1e-4)
