@@ -63,6 +63,7 @@ class TrainParams:
     class_weight: str = "balanced"  # balanced | none
     seed: int = 42
     augment: bool = False  # random time shift and gain of training windows
+    lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the epochs)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ CHOICES = {
     "data.dataset": DATASETS,
     "train.model": MODELS,
     "train.class_weight": ("balanced", "none"),
+    "train.lr_schedule": ("constant", "cosine"),
     "evaluate.aggregation": ("mean", "max"),
 }
 
