@@ -45,7 +45,10 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError("no audio frames")
     if info.format in ("WAV", "WAVEX"):
-        _check_wav_complete(path, size_bytes, info.samplerate)
+        try:
+            _check_wav_complete(path, size_bytes, info.samplerate)
+        except OSError as e:
+            raise AudioError(f"cannot read: {e.strerror or e}") from e
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
 
 

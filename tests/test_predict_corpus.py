@@ -35,7 +35,7 @@ def predicted(tmp_path_factory):
     items = write_corpus(root)
     result = subprocess.run(
         [sys.executable, "-m", "heartsound.cli", "predict", str(root), "--model", str(tmp / "models")]
-        + ["--format", "json", "--no-progress", "--jobs", "2"],
+        + ["--format", "json", "--no-progress", "--jobs", "1"],
         capture_output=True,
         text=True,
         env=ENV,
