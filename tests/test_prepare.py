@@ -194,3 +194,13 @@ def test_prepare_records_an_unexpected_decoder_failure(tmp_path, monkeypatch):
         reasons[str(tmp_path / "set_a/murmur__023_rate_8000.wav")] == "unexpected decode error: ValueError: decoder bug"
     )
     assert len(used) + len(rejected) == len(list(tmp_path.rglob("*.wav")))
+
+
+def test_prepare_with_nothing_usable_gives_an_empty_manifest(tmp_path):
+    (tmp_path / "set_a").mkdir()
+    (tmp_path / "set_a/normal__1.wav").write_bytes(b"")
+    used, rejected = manifest.prepare(DataParams(dataset="pascal", root=str(tmp_path)), PrepareParams())
+    assert len(used) == 0 and list(used.columns) == manifest.MANIFEST_COLUMNS
+    assert rejected.to_dict("records") == [
+        {"path": str(tmp_path / "set_a/normal__1.wav"), "reason": "empty file (0 bytes)"}
+    ]
