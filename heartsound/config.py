@@ -244,7 +244,9 @@ def _check(params: Params) -> list[str]:
     c.require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
-    c.require(params.crossval.folds >= 2, "crossval.folds", "must be >= 2", params.crossval.folds)
+    cv = params.crossval
+    c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)
+    c.require(0 < cv.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)", cv.val_fraction)
     return c.errors
 
 

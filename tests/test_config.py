@@ -102,6 +102,9 @@ def test_an_int_is_a_valid_float():
         ("train", {"learning_rate": 0.0}, "'train.learning_rate' must be > 0"),
         ("evaluate", {"aggregation": "median"}, "'evaluate.aggregation' must be one of mean, max, got 'median'"),
         ("crossval", {"folds": 1}, "'crossval.folds' must be >= 2, got 1"),
+        ("crossval", {"val_fraction": 1.0}, "'crossval.val_fraction' must be between 0 and 1 (exclusive), got 1.0"),
+        ("train", {"lr_schedule": "step"}, "'train.lr_schedule' must be one of constant, cosine, got 'step'"),
+        ("train", {"augment": "yes"}, "'train.augment' must be bool, got 'yes' (str)"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_values(section, values, expected):
