@@ -13,7 +13,14 @@ import yaml
 from heartsound import config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "featurize", "train", "evaluate")
+# Each stage script with placeholder positional arguments (params are read before any of them).
+STAGE_ARGS = {
+    "prepare": ["out"],
+    "featurize": ["m.csv", "out"],
+    "train": ["f", "m"],
+    "evaluate": ["f", "m", "j", "p"],
+    "crossval": ["m.csv", "f", "cv.json"],
+}
 
 
 def _error(raw) -> str:
@@ -146,17 +153,17 @@ def test_load_or_exit_returns_valid_params(tmp_path):
     assert config.load_or_exit(tmp_path / "params.yaml").train.epochs == 3
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", STAGE_ARGS)
 def test_stage_stops_cleanly_on_bad_params(stage, tmp_path):
+    assert sorted(p.stem for p in (REPO_ROOT / "stages").glob("*.py")) == sorted(STAGE_ARGS), "a stage to add here"
     """`python stages/<stage>.py ... --params bad.yaml`: exit 2, the key in stderr, no traceback."""
     script = REPO_ROOT / "stages" / f"{stage}.py"
     if "load_or_exit" not in script.read_text():
         pytest.xfail(f"stages/{stage}.py still calls config.load (needs config.load_or_exit)")
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump({"prepare": {"train_fraction": 0.9}}))
-    args = {"prepare": ["out"], "featurize": ["m.csv", "out"], "train": ["f", "m"], "evaluate": ["f", "m", "j", "p"]}
     result = subprocess.run(
-        [sys.executable, str(script), *args[stage], "--params", str(bad)],
+        [sys.executable, str(script), *STAGE_ARGS[stage], "--params", str(bad)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
