@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from heartsound import config
+from heartsound.datasets import LayoutError
 from heartsound.manifest import prepare
 
 
@@ -13,8 +14,11 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    params = config.load(args.params)
-    manifest, rejections = prepare(params.data, params.prepare)
+    params = config.load_or_exit(args.params)
+    try:
+        manifest, rejections = prepare(params.data, params.prepare)
+    except LayoutError as e:
+        raise SystemExit(f"prepare: {params.data.root} is not a {params.data.dataset} dataset: {e}") from None
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(out / "manifest.csv", index=False)
