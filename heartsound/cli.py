@@ -49,7 +49,7 @@ def add_predict(commands) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify, write the table, report each failed file on stderr; return the exit code."""
     from heartsound.inference import ModelError
-    from heartsound.predict import predict
+    from heartsound.predict import failures, predict
 
     if args.jobs < 0:
         return _fail("--jobs must be >= 0")
@@ -64,7 +64,7 @@ def run_predict(args: argparse.Namespace) -> int:
         )
     except ModelError as e:
         return _fail(str(e))
-    failed = table[table["error"].notna()]
+    failed = failures(table)
     for path, error in zip(failed["path"], failed["error"]):
         print(f"heartsound predict: {path}: {error}", file=sys.stderr)
     text = format_table(table, args.format)
