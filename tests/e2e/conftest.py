@@ -128,3 +128,49 @@ def built_project(tmp_path_factory) -> Project:
     project.dvc("repro")
     project.commit("pipeline outputs")
     return project
+
+
+def clone_project(source: Project, dest: Path) -> Project:
+    """A teammate's fresh `git clone` of source: git-tracked files only (no DVC cache, outputs or local config)."""
+    source.git("clone", "-q", str(source.path), str(dest))
+    project = Project(dest)
+    if '"team"' in (dest / ".dvc" / "config").read_text():
+        # As in make_project: the committed relative URL does not resolve from a temp dir.
+        project.dvc("remote", "modify", "--local", "team", "url", str(TEAM_REMOTE))
+    return project
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """Factory: clone(source, name) -> clone_project(source, tmp_path / name)."""
+    return lambda source, name: clone_project(source, tmp_path / name)
+
+
+def team_remote_object(md5: str) -> Path:
+    """Path of an object in the team remote (DVC 3 layout: files/md5/ab/cdef...)."""
+    return TEAM_REMOTE / "files" / "md5" / md5[:2] / md5[2:]
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> Project:
+    """A tiny DVC data project (not heartsound): 4 PASCAL recordings in data/sample, `dvc add`ed, committed and
+    pushed to the local-directory remote `store` (a sibling dir of the project; see small_dataset.store)."""
+    import json
+
+    root = tmp_path_factory.mktemp("small")
+    project = Project(root / "project")
+    sample = project.path / "data" / "sample"
+    sample.mkdir(parents=True)
+    # Straight from the team remote's objects: no pull of the 159 MB set needed.
+    dir_md5 = yaml.safe_load((REPO_ROOT / "data/raw/pascal.dvc").read_text())["outs"][0]["md5"]
+    listing = json.loads(team_remote_object(dir_md5).read_text())
+    for entry in [e for e in listing if e["relpath"].startswith("set_b/")][:4]:
+        shutil.copy(team_remote_object(entry["md5"]), sample / Path(entry["relpath"]).name)
+    project.git("init", "-q", "-b", "main")
+    project.dvc("init", "-q")
+    project.store = root / "store"
+    project.dvc("remote", "add", "-d", "store", str(project.store))
+    project.dvc("add", "-q", "data/sample")
+    project.commit("a small dataset")
+    project.dvc("push", "-q")
+    return project
