@@ -31,16 +31,37 @@ def evaluated(built_project) -> pd.DataFrame:
     return reference.assign(path=paths.loc[reference["recording_id"]].to_numpy())
 
 
+@pytest.fixture(scope="module")
+def predicted(built_project, evaluated) -> dict[str, pd.DataFrame]:
+    """{backend: `heartsound predict` over the test recordings, rows in evaluate's order}."""
+    tables = {}
+    for backend in ("tflite", "keras"):
+        table = predict_csv(built_project, evaluated["path"], "--backend", backend)
+        assert table["path"].tolist() == evaluated["path"].tolist()
+        tables[backend] = table
+    return tables
+
+
+def probability_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.startswith("p_")]
+
+
 @pytest.mark.parametrize("backend", ["tflite", "keras"])
-def test_predict_reproduces_evaluate(built_project, evaluated, backend):
-    predicted = predict_csv(built_project, evaluated["path"], "--backend", backend).set_index("path")
-    assert predicted["error"].isna().all()
-    predicted = predicted.loc[evaluated["path"]]
-    assert predicted["predicted"].tolist() == evaluated["predicted"].tolist()
-    columns = [c for c in evaluated.columns if c.startswith("p_")]
-    assert [c for c in predicted.columns if c.startswith("p_")] == columns
+def test_predict_reproduces_evaluate(evaluated, predicted, backend):
+    table = predicted[backend]
+    assert table["error"].isna().all()
+    assert table["predicted"].tolist() == evaluated["predicted"].tolist()
+    columns = probability_columns(evaluated)
+    assert probability_columns(table) == columns
     # test_predictions.csv holds 6 decimals.
-    np.testing.assert_allclose(predicted[columns].to_numpy(), evaluated[columns].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(table[columns].to_numpy(), evaluated[columns].to_numpy(), atol=1e-4)
+
+
+def test_light_and_keras_backends_agree(predicted):
+    light, keras = predicted["tflite"], predicted["keras"]
+    assert light["predicted"].tolist() == keras["predicted"].tolist()
+    columns = probability_columns(light)
+    np.testing.assert_allclose(light[columns].to_numpy(), keras[columns].to_numpy(), atol=1e-4)
 
 
 def test_directory_json_and_exit_codes(built_project, evaluated):
