@@ -74,11 +74,8 @@ def write_corpus(root: str | Path, long_duration_s: float = LONG_DURATION_S) -> 
     """Write the corpus under root; return its items (a 20-min file by default)."""
     root = Path(root)
     items: list[Item] = []
+    add = items.append
     rate = 4000
-
-    def add(item: Item) -> None:
-        items.append(item)
-
     phase = iter(range(1, 1000))
 
     def fresh_tone(rate_hz: int, duration_s: float = DURATION_S, amplitude: float = AMPLITUDE) -> np.ndarray:
