@@ -59,12 +59,13 @@ def build_cnn1d(input_shape: tuple[int, ...], n_classes: int):
     x = layers.Reshape((n_mfcc, frames))(inputs)
     x = layers.Permute((2, 1))(x)  # [frames, n_mfcc]
     x = layers.BatchNormalization()(x)
-    for filters in (64, 64, 128, 128):
+    for filters in (64, 64, 128, 128, 128):
         x = layers.Conv1D(filters, 5, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling1D(2, padding="same")(x)
-    x = layers.GlobalAveragePooling1D()(x)
+    # Average and max over time: the typical beat and the rare odd one (extrasystoles).
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(n_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="cnn1d")
@@ -73,8 +74,8 @@ def build_cnn1d(input_shape: tuple[int, ...], n_classes: int):
 BUILDERS = {"seed_cnn": build_seed_cnn, "cnn1d": build_cnn1d}
 
 
-def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate: float):
-    """A compiled model from its params name (train.model)."""
+def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate):
+    """A compiled model from its params name (train.model); learning_rate may be a keras schedule."""
     import keras
 
     try:
@@ -149,7 +150,11 @@ def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, c
     import keras
 
     seed_everything(params.seed)
-    model = build_model(params.model, to_input(x_train).shape[1:], n_classes, params.learning_rate)
+    learning_rate = params.learning_rate
+    if params.lr_schedule == "cosine":
+        steps = params.epochs * int(np.ceil(len(x_train) / params.batch_size))
+        learning_rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
+    model = build_model(params.model, to_input(x_train).shape[1:], n_classes, learning_rate)
     has_val = len(x_val) > 0
     callbacks = list(callbacks)
     if has_val and params.patience > 0:

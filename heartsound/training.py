@@ -53,7 +53,9 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) 
             params.train,
             callbacks=[DVCLiveCallback(live=live)],
         )
-        best = int(np.argmin(history["val_loss"])) if "val_loss" in history else len(history["loss"]) - 1
+        # Without early stopping (patience 0) the model kept is the last epoch's, whatever val_loss says.
+        stopped = "val_loss" in history and params.train.patience > 0
+        best = int(np.argmin(history["val_loss"])) if stopped else len(history["loss"]) - 1
         live.summary["best_epoch"] = best + 1
         live.summary["epochs_run"] = len(history["loss"])
     model.save(trained, model_metadata(params, classes, meta["featurize"]), model_dir)
