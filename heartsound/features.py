@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.fft
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
@@ -129,7 +128,8 @@ def _mfcc_basis(
 def _log_mel(frames: np.ndarray, hann: np.ndarray, mel_t: np.ndarray) -> np.ndarray:
     """10 log10 of the mel power of frames [..., n_fft] (floored at AMIN): float32 [frames, n_mels]."""
     windowed = (frames * hann).reshape(-1, len(hann))
-    spectrum = scipy.fft.rfft(windowed, axis=-1)
+    # numpy's FFT, not scipy's (~1.6x faster here): importing scipy.fft costs more than a changed recording does.
+    spectrum = np.fft.rfft(windowed, axis=-1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     return np.log10(np.maximum(power @ mel_t, AMIN)) * np.float32(10.0)
 
