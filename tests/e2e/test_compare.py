@@ -33,9 +33,9 @@ def branched(built_project):
     project = built_project
     project.git("checkout", "-q", "-b", BRANCH)
     project.set_params({"train": {"learning_rate": NEW_LEARNING_RATE}})
-    out = project.dvc("repro").stdout
-    # Only the stages that read train params rerun: the change is real, the rest comes from the cache.
-    assert sorted(project.stages_run(out)) == ["evaluate", "train"]
+    ran = set(project.stages_run(project.dvc("repro").stdout))
+    # Only the stages that read train params rerun: the change is real, the data stages are untouched.
+    assert {"train", "evaluate"} <= ran and not ran & {"prepare", "featurize"}
     project.commit("train: learning rate x10")
     project.git("checkout", "-q", "main")
     project.dvc("checkout", "-q")
@@ -144,8 +144,9 @@ def test_exp_run_set_param_then_exp_show_lists_it(built_project):
     project = built_project
     out = project.dvc("exp", "run", "-S", "featurize.n_mfcc=20").stdout
     try:
-        # prepare reads no featurize params: it comes from the run cache, the rest reruns.
-        assert project.stages_run(out) == ["featurize", "train", "evaluate"]
+        # prepare reads no featurize params and is skipped; featurize and what depends on it rerun.
+        ran = project.stages_run(out)
+        assert "prepare" not in ran and {"featurize", "train", "evaluate"} <= set(ran)
         name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
         # dvclive runs with dvcyaml=None and save_dvc_exp=False: the experiment is DVC's alone and dvc.yaml
         # is left as written.
@@ -166,7 +167,7 @@ def test_exp_run_set_param_then_exp_show_lists_it(built_project):
 
         # The table a user reads names the experiment and both n_mfcc values.
         table = project.dvc(
-            "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|rev|featurize.n_mfcc|^accuracy"
+            "exp", "show", "--csv", "--drop", ".*", "--keep", "Experiment|rev|featurize.n_mfcc|^accuracy$"
         ).stdout
         by_rev = {r["rev"]: r for r in csv.DictReader(io.StringIO(table))}
         assert by_rev["main"]["featurize.n_mfcc"] == "40"
