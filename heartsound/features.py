@@ -241,7 +241,10 @@ class FeatureCache:
             return None
 
     def put(self, content_sha256: str, array: np.ndarray) -> None:
-        """Store an entry atomically (temp file in the same directory, then rename)."""
+        """Store an entry atomically (temp file in the same directory, then rename).
+
+        Temp files of the same entry left by killed writers are removed once the entry is stored.
+        """
         path = self.path_for(content_sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
@@ -249,9 +252,15 @@ class FeatureCache:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, np.ascontiguousarray(array, dtype=DTYPE), allow_pickle=False)
             os.replace(tmp, path)
+        except FileNotFoundError:
+            # Another run storing the same entry removed our temp file after storing it: same content, done.
+            if self.windows_in(content_sha256) != len(array):
+                raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        for stale in path.parent.glob(f"{path.stem}*.tmp"):
+            stale.unlink(missing_ok=True)
 
     @property
     def window_bytes(self) -> int:

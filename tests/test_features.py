@@ -283,9 +283,12 @@ def test_interrupted_or_corrupt_entries_are_never_used(params, dataset, tmp_path
     # A temp file left by a killed writer sits next to its entry and is never read.
     leftover = cache.path_for(manifest["sha256"][3])
     leftover.with_name(leftover.stem + "abc123.tmp").write_bytes(b"half an array")
+    killed_writer = truncated.with_name(truncated.stem + "xyz789.tmp")
+    killed_writer.write_bytes(b"half an array")
     summary = features.featurize(manifest, params, tmp_path / "repaired")
     assert (summary["computed"], summary["cached"]) == (3, 5)
     assert_same_outputs(tmp_path / "clean", tmp_path / "repaired")
+    assert not killed_writer.exists()  # removed once its entry was stored
 
 
 def test_interrupted_write_leaves_no_entry(params, monkeypatch):
