@@ -160,7 +160,7 @@ print(json.dumps({"windows": len(windows), "grown_mb": grown_mb}))
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory is read from Linux /proc")
 @pytest.mark.xfail(
-    reason="features.mfcc_windows transforms every window of a recording at once: ~200 MB for 20 min; "
+    reason="features.mfcc_windows transforms every window of a recording at once: ~400 MB for 20 min; "
     "batching windows would bound it (reported to the featurize owner)",
     strict=False,
 )
