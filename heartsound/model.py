@@ -59,13 +59,12 @@ def build_cnn1d(input_shape: tuple[int, ...], n_classes: int):
     x = layers.Reshape((n_mfcc, frames))(inputs)
     x = layers.Permute((2, 1))(x)  # [frames, n_mfcc]
     x = layers.BatchNormalization()(x)
-    for filters in (64, 64, 128, 128, 128):
+    for filters in (64, 64, 128, 128):
         x = layers.Conv1D(filters, 5, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling1D(2, padding="same")(x)
-    # Average and max over time: the typical beat and the rare odd one (extrasystoles).
-    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    x = layers.GlobalAveragePooling1D()(x)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(n_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="cnn1d")
