@@ -101,7 +101,8 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
         )
         scores.append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
         long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
-        long_scores.append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
+        if long.any():
+            long_scores.append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
         table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
         table.insert(0, "recording_id", ids)
         table.insert(1, "label", y_true)
@@ -114,6 +115,7 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
             f"{time.monotonic() - started:.0f} s"
         )
     metrics = summary(scores, classes)
-    metrics["long_only"] = {"min_duration_s": LONG_MIN_S, **summary(long_scores, classes)}
+    if long_scores:  # over the folds that have recordings of LONG_MIN_S or more
+        metrics["long_only"] = {"min_duration_s": LONG_MIN_S, **summary(long_scores, classes)}
     metrics["folds"] = params.crossval.folds
     return metrics, pd.concat(predictions, ignore_index=True)

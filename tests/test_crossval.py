@@ -103,3 +103,41 @@ def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_pat
     assert list(windows["group"]) == ["g1", "g1", "g1", "g2"]
     assert list(recordings["recording_id"]) == ["r1", "r2", "r3"]
     assert list(recordings["duration_s"]) == [9.0, 3.0, 5.0]
+
+
+def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
+    """The whole loop on tiny synthetic windows: cv.json's shape, out-of-fold predictions, short recordings."""
+    rng = np.random.default_rng(0)
+    classes = ["murmur", "normal"]
+    rows, manifest = [], []
+    for r in range(20):
+        label, duration = classes[r % 2], 2.0 if r < 4 else 6.0
+        manifest.append((f"r{r}", f"g{r % 2}-{r // 4}", duration))  # two recordings per group, one label
+        rows += [(f"r{r}", label)] * (1 if duration < 4 else 3)
+    windows = pd.DataFrame(rows, columns=["recording_id", "label"])
+    x = rng.normal(size=(len(windows), 4, 16)).astype(np.float32)
+    x[windows["label"] == "murmur"] += 1.0
+    for split, part in (("train", slice(0, 30)), ("val", slice(30, 40)), ("test", slice(40, None))):
+        np.save(tmp_path / f"{split}.npy", x[part])
+        table = windows.iloc[part].reset_index(drop=True)
+        table.insert(0, "window", range(len(table)))
+        table.to_csv(tmp_path / f"{split}_windows.csv", index=False)
+    (tmp_path / "meta.json").write_text(json.dumps({"classes": classes}))
+    manifest = pd.DataFrame(manifest, columns=["recording_id", "group", "duration_s"])
+    params = config.parse(
+        {
+            "train": {"model": "cnn1d", "epochs": 2, "batch_size": 8, "patience": 0},
+            "crossval": {"folds": 2, "seed": 0},
+            "data": {"dataset": "folder"},
+        }
+    )
+    metrics, predictions = crossval.run(params, tmp_path, manifest, log=lambda _: None)
+    assert sorted(predictions["recording_id"]) == sorted(manifest["recording_id"])
+    assert predictions.groupby("recording_id")["fold"].nunique().max() == 1
+    groups = manifest.set_index("recording_id").loc[predictions["recording_id"], "group"].to_numpy()
+    assert predictions.groupby(groups)["fold"].nunique().max() == 1
+    assert len(metrics["macro_f1"]["folds"]) == 2
+    assert set(metrics["per_class_f1"]) == set(classes)
+    assert metrics["n_recordings"] == 20
+    assert metrics["long_only"]["n_recordings"] == 16
+    json.dumps(metrics)
