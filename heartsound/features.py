@@ -39,6 +39,8 @@ TOP_DB = 80.0
 DTYPE = np.dtype("<f4")
 # Written last into the features directory: which cache entries each split array holds, in order.
 LAYOUT_FILE = "layout.json"
+# Windows featurized together: bounds the frames held at once (a few MB) however long the recording.
+WINDOWS_PER_BATCH = 32
 
 
 def feature_key_params(params: FeaturizeParams) -> dict:
@@ -140,41 +142,39 @@ def mfcc_windows(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
     Each window is featurized on its own, like librosa.feature.mfcc(y=window) with the params' n_fft,
     hop_length, n_mels, fmin/fmax, centred zero-padded frames and power_to_db(top_db=80).
     """
-    samples = np.asarray(samples, dtype=np.float32)
-    windows, _ = split_windows(samples, params)
+    signal = np.asarray(samples, dtype=np.float32)
+    length, window_hop = window_samples(params)
+    if len(signal) < length:
+        signal = np.pad(signal, (0, length - len(signal)))
+    n_windows = 1 + (len(signal) - length) // window_hop
     hann, mel_t, dct = _mfcc_basis(
         params.sample_rate_hz, params.n_fft, params.n_mels, params.n_mfcc, params.fmin_hz, params.fmax_hz
     )
-    n_windows, length = windows.shape
     n_fft, hop, half = params.n_fft, params.hop_length, params.n_fft // 2
     n_frames, n_mels = frames_per_window(params), params.n_mels
-    _, window_hop = window_samples(params)
-    # [windows, frames, n_fft] view of each window's centred, zero-padded frames.
-    padded = np.pad(windows, ((0, 0), (half, half)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]
-    # Frames inner_lo..inner_hi of a window lie wholly inside it, so they are frames of the recording itself;
-    # when windows start on the frame grid, overlapping windows share them: transform each of those once.
-    inner_lo, inner_hi = -(-half // hop), (length + half - n_fft) // hop
-    if n_windows == 1 or window_hop % hop or inner_hi < inner_lo:
-        log_mel = _log_mel(frames, hann, mel_t).reshape(n_windows, n_frames, n_mels)
-    else:
-        step = window_hop // hop
-        n_shared = (n_windows - 1) * step + inner_hi - inner_lo + 1
-        start = inner_lo * hop - half
-        recording = np.lib.stride_tricks.sliding_window_view(
-            samples[start : start + (n_shared - 1) * hop + n_fft], n_fft
-        )
-        shared = _log_mel(recording[::hop], hann, mel_t)
-        edges = np.r_[0:inner_lo, inner_hi + 1 : n_frames]
-        log_mel = np.empty((n_windows, n_frames, n_mels), np.float32)
-        log_mel[:, edges] = _log_mel(frames[:, edges], hann, mel_t).reshape(n_windows, len(edges), n_mels)
-        log_mel[:, inner_lo : inner_hi + 1] = shared[
-            np.arange(n_windows)[:, None] * step + np.arange(inner_hi - inner_lo + 1)[None, :]
-        ]
-    # top_db is relative to each window's own peak, so a window does not depend on the rest of its recording.
-    np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(TOP_DB), out=log_mel)
-    mfcc = (log_mel.reshape(-1, n_mels) @ dct).reshape(n_windows, n_frames, -1)
-    return np.ascontiguousarray(mfcc.transpose(0, 2, 1))
+    # Frame j of a window spans [j*hop - half, j*hop - half + n_fft) of it. Inner frames lie wholly inside the
+    # window, so they are frames of the signal itself, and overlapping windows share them: each distinct one
+    # is transformed once. Edge frames reach into the window's zero padding and are transformed per window.
+    j = np.arange(n_frames)
+    is_inner = (j * hop >= half) & (j * hop - half + n_fft <= length)
+    inner, edges = j[is_inner], j[~is_inner]
+    signal_frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)  # a view: the frame at every sample
+    out = np.empty((n_windows, params.n_mfcc, n_frames), np.float32)
+    for first in range(0, n_windows, WINDOWS_PER_BATCH):
+        starts = np.arange(first, min(first + WINDOWS_PER_BATCH, n_windows)) * window_hop
+        log_mel = np.empty((len(starts), n_frames, n_mels), np.float32)
+        frame_starts = (starts[:, None] + inner[None, :] * hop - half).ravel()
+        distinct, which = np.unique(frame_starts, return_inverse=True)
+        log_mel[:, inner] = _log_mel(signal_frames[distinct], hann, mel_t)[which].reshape(len(starts), len(inner), -1)
+        if len(edges):
+            windows = np.pad(signal[starts[:, None] + np.arange(length)], ((0, 0), (half, half)))
+            edge_frames = np.lib.stride_tricks.sliding_window_view(windows, n_fft, axis=1)[:, edges * hop]
+            log_mel[:, edges] = _log_mel(edge_frames, hann, mel_t).reshape(len(starts), len(edges), -1)
+        # top_db is relative to each window's own peak, so a window does not depend on the rest of its recording.
+        np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(TOP_DB), out=log_mel)
+        mfcc = (log_mel.reshape(-1, n_mels) @ dct).reshape(len(starts), n_frames, -1)
+        out[first : first + len(starts)] = mfcc.transpose(0, 2, 1)
+    return out
 
 
 def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
