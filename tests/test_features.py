@@ -143,6 +143,16 @@ def test_mfcc_matches_librosa_on_each_window(params, overrides):
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-2)
 
 
+def test_batches_of_windows_give_the_same_mfcc(params, monkeypatch):
+    samples = heartbeat(20.0, params.sample_rate_hz, seed=3)
+    params = dataclasses.replace(params, window_hop_s=1.0)
+    whole = features.mfcc_windows(samples, params)
+    monkeypatch.setattr(features, "WINDOWS_PER_BATCH", 3)  # 17 windows: batch edges inside shared frames
+    batched = features.mfcc_windows(samples, params)
+    assert batched.shape == whole.shape == (17, 40, 251)
+    np.testing.assert_allclose(batched, whole, rtol=0, atol=1e-3)
+
+
 def test_mel_filterbank_and_dct_match_librosa_and_scipy():
     ours = features.mel_filterbank(22050, 2048, 128, 0.0, 11025.0)  # crosses Slaney's 1 kHz break
     np.testing.assert_allclose(ours, librosa.filters.mel(sr=22050, n_fft=2048, n_mels=128), rtol=1e-5, atol=1e-8)
