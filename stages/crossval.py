@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    params = config.load(args.params)
+    params = config.load_or_exit(args.params)
     manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "label": str, "group": str})
     metrics, predictions = run(params, args.features_dir, manifest)
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    params = config.load(args.params)
+    params = config.load_or_exit(args.params)
     metrics = run_evaluate(params, args.features_dir, args.model_dir, args.metrics, args.plots_dir)
     print({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n_recordings")})
 

@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    params = config.load(args.params)
+    params = config.load_or_exit(args.params)
     print(run_train(params, args.features_dir, args.model_dir, args.live_dir))
 
 
