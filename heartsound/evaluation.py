@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-)
+
+# scikit-learn is imported inside the scoring functions: predict only needs aggregate(),
+# and importing sklearn.metrics would cost it ~0.8 s of cold start.
 
 # PASCAL screening view: abnormal vs normal; artifact is not a heart condition.
 SCREENING_ABNORMAL = ("murmur", "extrastole", "extrahls")
@@ -121,6 +117,8 @@ def score(y_true, y_pred, classes, dataset: str, groups=None) -> dict:
 
 def classification_metrics(y_true, y_pred, classes) -> dict:
     """Accuracy, balanced accuracy, macro-F1 and per-class precision/recall/F1/support."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report, f1_score
+
     report = classification_report(y_true, y_pred, labels=list(classes), output_dict=True, zero_division=0)
     per_class = {
         c: {
@@ -147,6 +145,7 @@ def plot_confusion(y_true, y_pred, classes, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
 
     counts = confusion_matrix(y_true, y_pred, labels=list(classes))
     with np.errstate(invalid="ignore", divide="ignore"):
