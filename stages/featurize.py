@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    params = config.load(args.params)
+    params = config.load_or_exit(args.params)
     manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "label": str, "group": str})
     summary = featurize(manifest, params.featurize, args.out_dir)
     print(summary)
