@@ -159,11 +159,6 @@ print(json.dumps({"windows": len(windows), "grown_mb": grown_mb}))
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak memory is read from Linux /proc")
-@pytest.mark.xfail(
-    reason="features.mfcc_windows transforms every window of a recording at once: ~400 MB for 20 min; "
-    "batching windows would bound it (reported to the featurize owner)",
-    strict=False,
-)
 def test_featurize_memory_on_the_long_recording_is_modest(prepared):
     root, items, _, _ = prepared
     long_item = next(i for i in items if i.what == "20-min recording")
