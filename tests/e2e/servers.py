@@ -56,6 +56,28 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
+def start_on_free_port(command, log: Path, attempts: int = 3) -> tuple[subprocess.Popen, int]:
+    """Start `command(port)` on a free port, its output to log; return (process, port) once it listens.
+
+    A port is free when chosen but may be taken before the server binds it: try a few. The log is a
+    file because a full stderr pipe would block the server.
+    """
+    for attempt in range(attempts):
+        port = free_port()
+        with open(log, "wb") as log_file:
+            process = subprocess.Popen(
+                command(port), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        try:
+            wait_for_port(port, process, log)
+            return process, port
+        except RuntimeError:
+            stop(process)
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def find_sshd() -> str | None:
     """Path of OpenSSH's sshd, or None when it is not installed."""
     found = shutil.which("sshd")
@@ -117,25 +139,13 @@ def run_sshd(workdir: Path) -> Iterator[SSHServer]:
         PRIVSEP_DIR.mkdir(mode=0o755, parents=True)
     user = getpass.getuser()
     log = workdir / "sshd.log"
-    # The port is free when chosen but may be taken before sshd binds it: try a few.
-    for attempt in range(3):
-        port = free_port()
-        config = workdir / "sshd_config"
+    config = workdir / "sshd_config"
+
+    def command(port: int) -> list[str]:
         config.write_text(SSHD_CONFIG.format(port=port, host=HOST, dir=workdir, user=user))
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [sshd, "-D", "-e", "-f", str(config)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        try:
-            wait_for_port(port, process, log)
-            break
-        except RuntimeError:
-            stop(process)
-            if attempt == 2:
-                raise
+        return [sshd, "-D", "-e", "-f", str(config)]
+
+    process, port = start_on_free_port(command, log)
     try:
         yield SSHServer(
             host=HOST,
@@ -153,23 +163,10 @@ def run_http_server(directory: Path, workdir: Path) -> Iterator[str]:
     """`python -m http.server` over directory on a free 127.0.0.1 port; yields its base URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "http.log"
-    for attempt in range(3):
-        port = free_port()
-        # The request log goes to a file: a full stderr pipe would block the server.
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "http.server", "--bind", HOST, "--directory", str(directory), str(port)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        try:
-            wait_for_port(port, process, log)
-            break
-        except RuntimeError:
-            stop(process)
-            if attempt == 2:
-                raise
+    process, port = start_on_free_port(
+        lambda port: [sys.executable, "-m", "http.server", "--bind", HOST, "--directory", str(directory), str(port)],
+        log,
+    )
     try:
         yield f"http://{HOST}:{port}"
     finally:
