@@ -76,7 +76,7 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
 
     Returns (cv metrics as written to cv.json, out-of-fold recording predictions).
     """
-    from heartsound.training import encode, recording_predictions
+    from heartsound.training import encode, predictions_table, recording_predictions
 
     classes = features.load_meta(features_dir)["classes"]
     x, windows, recordings = load_all(features_dir, manifest)
@@ -103,10 +103,7 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
         long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
         if long.any():
             long_scores.append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
-        table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
-        table.insert(0, "recording_id", ids)
-        table.insert(1, "label", y_true)
-        table.insert(2, "predicted", y_pred)
+        table = predictions_table(ids, y_true, y_pred, rec_probs, classes)
         table.insert(3, "fold", fold)
         predictions.append(table)
         log(

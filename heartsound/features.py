@@ -305,15 +305,21 @@ def _compute_entry(params: FeaturizeParams, task: tuple[str, str]) -> tuple[str,
     return sha, len(array)
 
 
-def _worker_init() -> None:
-    # One BLAS thread per worker: the workers already use every core the run was given.
+def limit_threads() -> None:
+    """One BLAS thread per process: workers already use every core the run was given, and the MFCC
+    matrix products are small (on a busy machine OpenBLAS's thread pool made them ~3x slower)."""
     threadpool_limits(1)
 
 
-def _pool(jobs: int) -> ProcessPoolExecutor:
-    """Worker processes; fork (where available) starts them in milliseconds with everything already imported."""
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin" else "spawn"
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=_worker_init)
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """Feature worker processes (featurize, predict).
+
+    Fork (where available) starts them in milliseconds with everything already imported; but forking a
+    process that runs TensorFlow's threads is unsafe, so a process that imported it spawns instead.
+    """
+    fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
+    method = "fork" if fork and "tensorflow" not in sys.modules else "spawn"
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=limit_threads)
 
 
 def fill_cache(manifest: pd.DataFrame, params: FeaturizeParams) -> tuple[dict[str, int], dict[str, int]]:
@@ -339,7 +345,7 @@ def fill_cache(manifest: pd.DataFrame, params: FeaturizeParams) -> tuple[dict[st
         with threadpool_limits(1):  # the same BLAS set-up as a worker, so results are bit-identical
             _collect(map(work, todo), n_windows, len(todo))
     else:
-        with _pool(jobs) as pool:
+        with worker_pool(jobs) as pool:
             _collect(pool.map(work, todo, chunksize=2), n_windows, len(todo))
     return n_windows, counts
 

@@ -1,7 +1,7 @@
 """A trained model directory for inference: metadata checks, then window batches through TFLite or Keras.
 
-The TFLite backend never imports TensorFlow (nor heartsound.model, which imports scikit-learn and
-TensorFlow): a cold start costs a fraction of a second instead of several. The Keras backend runs
+The TFLite backend never imports TensorFlow nor heartsound.model: a cold start costs a fraction of a
+second instead of several. The Keras backend runs
 models/model.h5, the reference artefact, exactly as evaluate does.
 """
 
@@ -19,12 +19,13 @@ import numpy as np
 from heartsound import config, features
 from heartsound.config import FeaturizeParams
 
-# The files heartsound.model.save writes and the format training.model_metadata stamps
-# (not imported from there: see the module docstring; tests check they agree).
+# The layout of a trained model directory: heartsound.model.save writes it, this module reads it.
+# Defined here, not in heartsound.model, so the light path never imports the training module.
 MODEL_FILE = "model.h5"
 TFLITE_FILE = "model.tflite"
 METADATA_FILE = "model.json"
 FORMAT = "heartsound-model/1"
+
 REQUIRED_KEYS = ("classes", "featurize", "input_shape", "aggregation")
 HOW_TO_GET_ONE = "run `dvc repro` to train one, or `dvc pull` to fetch the team's"
 
@@ -104,7 +105,7 @@ def read_metadata(model_dir: str | os.PathLike) -> ModelInfo:
 
 
 def to_input(windows: np.ndarray) -> np.ndarray:
-    """Feature windows [n, n_mfcc, frames] -> model input [n, n_mfcc, frames, 1] (as model.to_input)."""
+    """Feature windows [n, n_mfcc, frames] -> model input [n, n_mfcc, frames, 1], float32, contiguous."""
     return np.ascontiguousarray(windows[..., np.newaxis], dtype=np.float32)
 
 
@@ -198,9 +199,14 @@ def _check_shapes(path: Path, input_shape: tuple, n_outputs: int, info: ModelInf
         )
 
 
-def load(model_dir: str | os.PathLike, backend: str = "tflite"):
-    """(ModelInfo, backend) for a model directory; raise ModelError if it is missing or inconsistent."""
+def check_backend(backend: str) -> None:
+    """Raise ValueError for a backend name that is not in BACKENDS."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+
+
+def load(model_dir: str | os.PathLike, backend: str = "tflite"):
+    """(ModelInfo, backend) for a model directory; raise ModelError if it is missing or inconsistent."""
+    check_backend(backend)
     info = read_metadata(model_dir)
     return info, BACKENDS[backend](info)

@@ -7,13 +7,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils.class_weight import compute_class_weight
 
 from heartsound.config import TrainParams
-
-MODEL_FILE = "model.h5"
-TFLITE_FILE = "model.tflite"
-METADATA_FILE = "model.json"
+from heartsound.inference import METADATA_FILE, MODEL_FILE, TFLITE_FILE, to_input
 
 
 def seed_everything(seed: int) -> None:
@@ -94,15 +90,12 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] 
     if mode == "none":
         return None
     present = np.unique(y)
+    from sklearn.utils.class_weight import compute_class_weight
+
     weights = compute_class_weight("balanced", classes=present, y=y)
     mapping = {int(c): 1.0 for c in range(n_classes)}
     mapping.update({int(c): float(w) for c, w in zip(present, weights)})
     return mapping
-
-
-def to_input(x: np.ndarray) -> np.ndarray:
-    """Feature windows [n, n_mfcc, frames] -> model input [n, n_mfcc, frames, 1]."""
-    return x[..., np.newaxis].astype(np.float32, copy=False)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, n_mels: int = 64) -> np.ndarray:

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from heartsound.config import PrepareParams
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 # prepare.min_duration_s's default: shorter recordings never reached training, so the model
 # has not seen one; a window of mostly zero padding would still get a confident-looking answer.
-MIN_DURATION_S = 0.5
+MIN_DURATION_S = PrepareParams.min_duration_s
 # Windows buffered per model call and aggregation: amortises Keras's per-call cost and pandas's groupby.
 BATCH_WINDOWS = 256
 # Below this many files a worker pool costs more to start than it saves.
@@ -69,14 +71,6 @@ def find_recordings(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     return found
 
 
-def _limit_blas_threads() -> None:
-    """One BLAS thread per process: the MFCC matrix products are small, and on a busy machine
-    OpenBLAS's thread pool made them ~3x slower, not faster."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")
-
-
 def recording_windows(task: tuple[str, FeaturizeParams, float]) -> tuple[np.ndarray | None, str | None]:
     """(path, feature params, minimum duration) -> (feature windows, None) or (None, reason it failed).
 
@@ -94,18 +88,6 @@ def recording_windows(task: tuple[str, FeaturizeParams, float]) -> tuple[np.ndar
         return None, str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must not stop a batch; its reason is reported
         return None, f"failed: {type(e).__name__}: {e}"
-
-
-def _pool(jobs: int):
-    """A process pool computing features; workers are forked where possible, so they start warm."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # Forked workers start with the parent's imports (a spawned one spends ~0.5 s of CPU importing
-    # numpy, pandas and scipy); but forking a process that runs TensorFlow's threads is unsafe.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules else None
-    context = multiprocessing.get_context(method)
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_limit_blas_threads)
 
 
 def predict(
@@ -129,7 +111,7 @@ def predict(
     import pandas as pd
     from tqdm import tqdm
 
-    from heartsound import evaluation, inference
+    from heartsound import evaluation, features, inference
 
     info = inference.read_metadata(model)
     found = find_recordings(paths)
@@ -142,12 +124,13 @@ def predict(
     tasks = [(found[i][0], info.featurize, min_duration_s) for i in todo]
 
     jobs = min(jobs or os.cpu_count() or 1, len(tasks))
-    pool = _pool(jobs) if jobs > 1 and len(tasks) >= MIN_FILES_FOR_POOL else None
+    inference.check_backend(backend)
+    pool = features.worker_pool(jobs) if jobs > 1 and len(tasks) >= MIN_FILES_FOR_POOL else None
     try:
         # The pool is forked before a backend starts threads (or imports TensorFlow).
-        _, runner = inference.load(model, backend)
+        runner = inference.BACKENDS[backend](info)
         if pool is None:
-            _limit_blas_threads()
+            features.limit_threads()
             results = map(recording_windows, tasks)
         else:
             results = pool.map(recording_windows, tasks, chunksize=max(1, min(16, len(tasks) // (jobs * 8))))

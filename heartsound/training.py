@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heartsound import evaluation, features, model
+from heartsound import evaluation, features, inference, model
 from heartsound.config import Params
 
 
@@ -22,7 +22,7 @@ def model_metadata(params: Params, classes: list[str], feature_params: dict) -> 
     import keras
 
     return {
-        "format": "heartsound-model/1",
+        "format": inference.FORMAT,
         "classes": list(classes),
         "featurize": feature_params,
         "input_shape": [feature_params["n_mfcc"], features.frames_per_window(params.featurize), 1],
@@ -94,16 +94,18 @@ def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path
     evaluation.plot_confusion(y_true, y_pred, classes, plots_dir / "confusion_matrix.png")
     with open(plots_dir / "confusion.json", "w", encoding="utf-8") as f:
         json.dump([{"actual": t, "predicted": p} for t, p in zip(y_true, y_pred)], f)
-    write_predictions(Path(metrics_path).parent / "test_predictions.csv", ids, y_true, y_pred, rec_probs, classes)
+    # Recording-level test predictions: what predict must reproduce.
+    table = predictions_table(ids, y_true, y_pred, rec_probs, classes)
+    table.to_csv(Path(metrics_path).parent / "test_predictions.csv", index=False, float_format="%.6f")
     return metrics
 
 
-def write_predictions(path, ids, y_true, y_pred, rec_probs, classes) -> None:
-    """Recording-level test predictions: what predict must reproduce."""
+def predictions_table(ids, y_true, y_pred, rec_probs, classes):
+    """One row per recording: recording_id, label, predicted, p_<class> for every class."""
     import pandas as pd
 
     table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
     table.insert(0, "recording_id", ids)
     table.insert(1, "label", y_true)
     table.insert(2, "predicted", y_pred)
-    table.to_csv(path, index=False, float_format="%.6f")
+    return table

@@ -251,7 +251,7 @@ def test_missing_tflite_points_to_the_keras_backend(model_copy, recordings):
 
 
 def test_inference_file_names_match_the_model_module():
-    # heartsound.model imports scikit-learn at the top (not TensorFlow), so this stays cheap.
+    # heartsound.model imports neither TensorFlow nor scikit-learn at module level, so this stays cheap.
     from heartsound import model
 
     assert (inference.MODEL_FILE, inference.TFLITE_FILE, inference.METADATA_FILE) == (
