@@ -42,11 +42,11 @@ class FeaturizeParams:
     n_mfcc: int = 40
     n_mels: int = 64
     n_fft: int = 256
-    hop_length: int = 32
+    hop_length: int = 40
     fmin_hz: float = 20.0
     fmax_hz: float = 1000.0
     window_s: float = 4.0
-    window_hop_s: float = 2.0
+    window_hop_s: float = 1.0
     # Use only the first max_duration_s of each recording (None = whole recording).
     max_duration_s: float | None = None
     jobs: int = 0  # worker processes; 0 = all cores

@@ -1,8 +1,9 @@
-"""MFCC features: fixed-length windows over whole recordings, a per-recording cache, per-split arrays.
+"""MFCC features: whole-recording MFCC frames, a per-recording cache, per-split arrays, fixed-length windows.
 
 The MFCC is computed with numpy alone (mel filterbank and DCT built once per process), equal within float32
-rounding to ``librosa.feature.mfcc`` applied to each window; workers therefore start in milliseconds, with no
-librosa import or numba compilation.
+rounding to ``librosa.feature.mfcc`` on the whole recording; workers therefore start in milliseconds, with no
+librosa import or numba compilation. Windows are slices of a recording's frames (the window hop is a whole
+number of frames), so overlapping windows share their frames in memory, in the cache and on disk.
 """
 
 from __future__ import annotations
@@ -29,18 +30,18 @@ from heartsound.config import FeaturizeParams, as_dict
 
 # Params that change the numbers; jobs and cache_dir only change how they are computed.
 NOT_IN_KEY = ("jobs", "cache_dir")
-WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s"]
+WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s", "frame"]
 SPLITS = ("train", "val", "test")
 # Bump when the computation changes meaning, so cache entries from older code are not reused.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 # As librosa.power_to_db: power floor and the dynamic range kept below a window's peak.
 AMIN = 1e-10
 TOP_DB = 80.0
 DTYPE = np.dtype("<f4")
 # Written last into the features directory: which cache entries each split array holds, in order.
 LAYOUT_FILE = "layout.json"
-# Windows featurized together: bounds the frames held at once (a few MB) however long the recording.
-WINDOWS_PER_BATCH = 32
+# Frames transformed together: bounds the spectra held at once (a few MB) however long the recording.
+FRAMES_PER_BATCH = 4096
 
 
 def feature_key_params(params: FeaturizeParams) -> dict:
@@ -48,16 +49,19 @@ def feature_key_params(params: FeaturizeParams) -> dict:
     return {k: v for k, v in as_dict(params).items() if k not in NOT_IN_KEY}
 
 
-def window_samples(params: FeaturizeParams) -> tuple[int, int]:
-    """(window length, window hop) in samples at the feature rate."""
-    rate = params.sample_rate_hz
-    return int(round(params.window_s * rate)), max(1, int(round(params.window_hop_s * rate)))
+def window_samples(params: FeaturizeParams) -> int:
+    """Window length in samples at the feature rate."""
+    return int(round(params.window_s * params.sample_rate_hz))
 
 
 def frames_per_window(params: FeaturizeParams) -> int:
     """MFCC frames in one window: centred frames every hop_length samples, as librosa counts them."""
-    length, _ = window_samples(params)
-    return 1 + length // params.hop_length
+    return 1 + window_samples(params) // params.hop_length
+
+
+def window_hop_frames(params: FeaturizeParams) -> int:
+    """Window hop in whole frames (window_hop_s rounded to the frame grid), so windows share every frame."""
+    return max(1, int(round(params.window_hop_s * params.sample_rate_hz / params.hop_length)))
 
 
 def feature_shape(params: FeaturizeParams) -> tuple[int, int]:
@@ -65,17 +69,9 @@ def feature_shape(params: FeaturizeParams) -> tuple[int, int]:
     return params.n_mfcc, frames_per_window(params)
 
 
-def split_windows(samples: np.ndarray, params: FeaturizeParams) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a signal into windows of window_s every window_hop_s; a short signal is zero-padded to one.
-
-    Returns (windows [n, length], start times in seconds [n]).
-    """
-    length, hop = window_samples(params)
-    if len(samples) < length:
-        samples = np.pad(samples, (0, length - len(samples)))
-    windows = np.lib.stride_tricks.sliding_window_view(samples, length)[::hop]
-    starts = np.arange(len(windows)) * hop / params.sample_rate_hz
-    return np.ascontiguousarray(windows), starts
+def window_count(n_frames: int, params: FeaturizeParams) -> int:
+    """Windows cut from a recording of n_frames frames (at least one window's worth, see recording_mfcc)."""
+    return 1 + (n_frames - frames_per_window(params)) // window_hop_frames(params)
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -127,60 +123,58 @@ def _mfcc_basis(
     return hann, np.ascontiguousarray(mel.T), dct_matrix(n_mels, n_mfcc)
 
 
-def _log_mel(frames: np.ndarray, hann: np.ndarray, mel_t: np.ndarray) -> np.ndarray:
-    """10 log10 of the mel power of frames [..., n_fft] (floored at AMIN): float32 [frames, n_mels]."""
-    windowed = (frames * hann).reshape(-1, len(hann))
-    # numpy's FFT: scipy's is ~1.6x faster here, but importing scipy.fft costs more than featurizing a few recordings.
-    spectrum = np.fft.rfft(windowed, axis=-1)
-    power = np.square(spectrum.real) + np.square(spectrum.imag)
-    return np.log10(np.maximum(power @ mel_t, AMIN)) * np.float32(10.0)
+def recording_mfcc(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
+    """MFCC of a whole signal at the feature rate, time first: float32 [frames, n_mfcc].
+
+    As librosa.feature.mfcc(y=signal) with the params' n_fft, hop_length, n_mels, fmin/fmax, centred
+    zero-padded frames and power_to_db(top_db=80) over the recording. A signal shorter than one window
+    is zero-padded to one, so every recording gives at least one window.
+    """
+    signal = np.asarray(samples, dtype=np.float32)
+    length = window_samples(params)
+    n_fft, hop = params.n_fft, params.hop_length
+    padded = np.pad(signal, (n_fft // 2, n_fft // 2 + max(0, length - len(signal))))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]  # a view: no copy
+    hann, mel_t, dct = _mfcc_basis(
+        params.sample_rate_hz, n_fft, params.n_mels, params.n_mfcc, params.fmin_hz, params.fmax_hz
+    )
+    log_mel = np.empty((len(frames), params.n_mels), np.float32)
+    for first in range(0, len(frames), FRAMES_PER_BATCH):
+        batch = frames[first : first + FRAMES_PER_BATCH] * hann
+        # numpy's FFT: scipy's is ~1.5x faster, but importing scipy.fft costs more than featurizing a few files.
+        spectrum = np.fft.rfft(batch, axis=-1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        np.log10(np.maximum(power @ mel_t, AMIN), out=log_mel[first : first + FRAMES_PER_BATCH])
+    log_mel *= np.float32(10.0)
+    np.maximum(log_mel, log_mel.max() - np.float32(TOP_DB), out=log_mel)
+    return log_mel @ dct
+
+
+def windows_of(frames: np.ndarray, params: FeaturizeParams) -> np.ndarray:
+    """The windows of a recording's MFCC frames [frames, n_mfcc], a view: [n_frames, n_mfcc, frames_per_window]."""
+    view = np.lib.stride_tricks.sliding_window_view(frames, frames_per_window(params), axis=0)
+    return view[:: window_hop_frames(params)]
 
 
 def mfcc_windows(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
-    """MFCC of every window of a signal at the feature rate: float32 [n_windows, n_mfcc, frames].
+    """MFCC windows of a signal at the feature rate: float32 [n_frames, n_mfcc, frames_per_window].
 
-    Each window is featurized on its own, like librosa.feature.mfcc(y=window) with the params' n_fft,
-    hop_length, n_mels, fmin/fmax, centred zero-padded frames and power_to_db(top_db=80).
+    Windows of window_s every window_hop_s (on the frame grid) cut from the recording's MFCC, so a frame
+    shared by overlapping windows is computed once.
     """
-    signal = np.asarray(samples, dtype=np.float32)
-    length, window_hop = window_samples(params)
-    if len(signal) < length:
-        signal = np.pad(signal, (0, length - len(signal)))
-    n_windows = 1 + (len(signal) - length) // window_hop
-    hann, mel_t, dct = _mfcc_basis(
-        params.sample_rate_hz, params.n_fft, params.n_mels, params.n_mfcc, params.fmin_hz, params.fmax_hz
-    )
-    n_fft, hop, half = params.n_fft, params.hop_length, params.n_fft // 2
-    n_frames, n_mels = frames_per_window(params), params.n_mels
-    # Frame j of a window spans [j*hop - half, j*hop - half + n_fft) of it. Inner frames lie wholly inside the
-    # window, so they are frames of the signal itself, and overlapping windows share them: each distinct one
-    # is transformed once. Edge frames reach into the window's zero padding and are transformed per window.
-    j = np.arange(n_frames)
-    is_inner = (j * hop >= half) & (j * hop - half + n_fft <= length)
-    inner, edges = j[is_inner], j[~is_inner]
-    signal_frames = np.lib.stride_tricks.sliding_window_view(signal, n_fft)  # a view: the frame at every sample
-    out = np.empty((n_windows, params.n_mfcc, n_frames), np.float32)
-    for first in range(0, n_windows, WINDOWS_PER_BATCH):
-        starts = np.arange(first, min(first + WINDOWS_PER_BATCH, n_windows)) * window_hop
-        log_mel = np.empty((len(starts), n_frames, n_mels), np.float32)
-        frame_starts = (starts[:, None] + inner[None, :] * hop - half).ravel()
-        distinct, which = np.unique(frame_starts, return_inverse=True)
-        log_mel[:, inner] = _log_mel(signal_frames[distinct], hann, mel_t)[which].reshape(len(starts), len(inner), -1)
-        if len(edges):
-            windows = np.pad(signal[starts[:, None] + np.arange(length)], ((0, 0), (half, half)))
-            edge_frames = np.lib.stride_tricks.sliding_window_view(windows, n_fft, axis=1)[:, edges * hop]
-            log_mel[:, edges] = _log_mel(edge_frames, hann, mel_t).reshape(len(starts), len(edges), -1)
-        # top_db is relative to each window's own peak, so a window does not depend on the rest of its recording.
-        np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - np.float32(TOP_DB), out=log_mel)
-        mfcc = (log_mel.reshape(-1, n_mels) @ dct).reshape(len(starts), n_frames, -1)
-        out[first : first + len(starts)] = mfcc.transpose(0, 2, 1)
-    return out
+    return np.ascontiguousarray(windows_of(recording_mfcc(samples, params), params))
 
 
 def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
-    """Decode, resample and featurize one recording file: float32 [n_windows, n_mfcc, frames]."""
+    """Decode, resample and featurize one recording file: float32 [n_frames, n_mfcc, frames]."""
     samples, _ = audio.load(path, params.sample_rate_hz, params.max_duration_s)
     return mfcc_windows(samples, params)
+
+
+def recording_frames(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
+    """Decode, resample and featurize one recording file: its MFCC frames, float32 [frames, n_mfcc]."""
+    samples, _ = audio.load(path, params.sample_rate_hz, params.max_duration_s)
+    return recording_mfcc(samples, params)
 
 
 def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -202,7 +196,8 @@ class FeatureCache:
     def __init__(self, directory: str | os.PathLike, params: FeaturizeParams):
         self.directory = Path(directory)
         self.params = params
-        self.shape = feature_shape(params)
+        self.n_mfcc = params.n_mfcc
+        self.min_frames = frames_per_window(params)
         key = {"version": FEATURE_VERSION, **feature_key_params(params)}
         self.params_digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -210,20 +205,20 @@ class FeatureCache:
         return self.directory / self.params_digest / content_sha256[:2] / f"{content_sha256}.npy"
 
     def _check(self, f) -> tuple[int, int] | None:
-        """(n_windows, data offset) of an open entry if it is complete and of the right shape, else None."""
+        """(n_frames, data offset) of an open entry if it is complete and of the right shape, else None."""
         try:
             shape, fortran, dtype = _read_npy_header(f)
         except (ValueError, OSError, EOFError, SyntaxError):
             return None
-        if fortran or dtype != DTYPE or len(shape) != 3 or tuple(shape[1:]) != self.shape or shape[0] < 1:
+        if fortran or dtype != DTYPE or len(shape) != 2 or shape[1] != self.n_mfcc or shape[0] < self.min_frames:
             return None
         offset = f.tell()
         if os.fstat(f.fileno()).st_size != offset + int(np.prod(shape)) * DTYPE.itemsize:
             return None  # truncated, or trailing garbage
         return shape[0], offset
 
-    def windows_in(self, content_sha256: str) -> int | None:
-        """Number of windows of a valid entry, or None if it is missing or unusable (reads the header only)."""
+    def frames_in(self, content_sha256: str) -> int | None:
+        """Number of frames of a valid entry, or None if it is missing or unusable (reads the header only)."""
         try:
             with open(self.path_for(content_sha256), "rb") as f:
                 checked = self._check(f)
@@ -233,7 +228,7 @@ class FeatureCache:
 
     def get(self, content_sha256: str) -> np.ndarray | None:
         """The entry's array, or None if it is missing or unusable."""
-        if self.windows_in(content_sha256) is None:
+        if self.frames_in(content_sha256) is None:
             return None
         try:
             return np.load(self.path_for(content_sha256), allow_pickle=False)
@@ -254,7 +249,7 @@ class FeatureCache:
             os.replace(tmp, path)
         except FileNotFoundError:
             # Another run storing the same entry removed our temp file after storing it: same content, done.
-            if self.windows_in(content_sha256) != len(array):
+            if self.frames_in(content_sha256) != len(array):
                 raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -263,10 +258,10 @@ class FeatureCache:
             stale.unlink(missing_ok=True)
 
     @property
-    def window_bytes(self) -> int:
-        return int(np.prod(self.shape)) * DTYPE.itemsize
+    def frame_bytes(self) -> int:
+        return self.n_mfcc * DTYPE.itemsize
 
-    def copy_data(self, content_sha256: str, n_windows: int, out_fd: int, out_offset: int) -> int:
+    def copy_data(self, content_sha256: str, n_frames: int, out_fd: int, out_offset: int) -> int:
         """Write an entry's raw array bytes into out_fd at out_offset (kernel-side copy where possible).
 
         Returns the offset just after them.
@@ -274,9 +269,9 @@ class FeatureCache:
         path = self.path_for(content_sha256)
         with open(path, "rb") as f:
             checked = self._check(f)
-            if checked is None or checked[0] != n_windows:
+            if checked is None or checked[0] != n_frames:
                 raise RuntimeError(f"feature cache entry {path} vanished or changed during featurize")
-            count = n_windows * self.window_bytes
+            count = n_frames * self.frame_bytes
             _copy_range(f.fileno(), checked[1], out_fd, out_offset, count)
         return out_offset + count
 
@@ -298,9 +293,9 @@ def _copy_range(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, coun
 
 
 def _compute_entry(params: FeaturizeParams, task: tuple[str, str]) -> tuple[str, int]:
-    """Featurize one recording into the cache. task = (path, sha256); returns (sha256, n_windows)."""
+    """Featurize one recording into the cache. task = (path, sha256); returns (sha256, n_frames)."""
     path, sha = task
-    array = recording_features(path, params)
+    array = recording_frames(path, params)
     FeatureCache(params.cache_dir, params).put(sha, array)
     return sha, len(array)
 
@@ -326,34 +321,34 @@ def fill_cache(manifest: pd.DataFrame, params: FeaturizeParams) -> tuple[dict[st
     """Compute every recording missing from the cache, in parallel.
 
     Valid entries are found from their headers alone; only the missing ones go to workers, so a run with
-    one new recording costs one recording. Returns ({sha256: n_windows}, {"computed": n, "cached": m}).
+    one new recording costs one recording. Returns ({sha256: n_frames}, {"computed": n, "cached": m}).
     """
     cache = FeatureCache(params.cache_dir, params)
-    n_windows, todo = {}, []
+    n_frames, todo = {}, []
     for path, sha in manifest[["path", "sha256"]].drop_duplicates("sha256").itertuples(index=False):
-        n = cache.windows_in(sha)
+        n = cache.frames_in(sha)
         if n is None:
             todo.append((path, sha))
         else:
-            n_windows[sha] = n
-    counts = {"computed": len(todo), "cached": len(n_windows)}
+            n_frames[sha] = n
+    counts = {"computed": len(todo), "cached": len(n_frames)}
     # Largest files first, so no worker is left with one long file at the end.
     todo.sort(key=lambda task: os.path.getsize(task[0]), reverse=True)
     jobs = min(params.jobs or os.cpu_count() or 1, len(todo))
     work = functools.partial(_compute_entry, params)
     if jobs <= 1:
         with threadpool_limits(1):  # the same BLAS set-up as a worker, so results are bit-identical
-            _collect(map(work, todo), n_windows, len(todo))
+            _collect(map(work, todo), n_frames, len(todo))
     else:
         with worker_pool(jobs) as pool:
-            _collect(pool.map(work, todo, chunksize=2), n_windows, len(todo))
-    return n_windows, counts
+            _collect(pool.map(work, todo, chunksize=2), n_frames, len(todo))
+    return n_frames, counts
 
 
-def _collect(results, n_windows: dict[str, int], total: int) -> None:
+def _collect(results, n_frames: dict[str, int], total: int) -> None:
     with tqdm(total=total, desc="featurize", unit="file", mininterval=1.0, disable=total == 0) as progress:
         for sha, n in results:
-            n_windows[sha] = n
+            n_frames[sha] = n
             progress.update()
 
 
@@ -366,7 +361,7 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 
 def _read_layout(out_dir: Path, digest: str) -> dict[str, list[list]]:
-    """The per-split [(sha256, n_windows), ...] the arrays in out_dir were written with, if for these params."""
+    """The per-split [(sha256, n_frames), ...] the arrays in out_dir were written with, if for these params."""
     try:
         layout = json.loads((out_dir / LAYOUT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -399,22 +394,22 @@ def _write_split_array(path: Path, layout: list[tuple[str, int]], old: list | No
     never written through).
     """
     total = sum(n for _, n in layout)
-    header = _npy_header((total, *cache.shape))
-    old_header = _npy_header((sum(n for _, n in old), *cache.shape)) if old else b""
-    old_size = len(old_header) + sum(n for _, n in old or []) * cache.window_bytes
+    header = _npy_header((total, cache.n_mfcc))
+    old_header = _npy_header((sum(n for _, n in old), cache.n_mfcc)) if old else b""
+    old_size = len(old_header) + sum(n for _, n in old or []) * cache.frame_bytes
     if old and len(old_header) == len(header) and _writable_in_place(path, old_header, old_size):
         keep = 0
         while keep < min(len(old), len(layout)) and tuple(old[keep]) == tuple(layout[keep]):
             keep += 1
         fd = os.open(path, os.O_WRONLY)
         try:
-            offset = len(header) + sum(n for _, n in layout[:keep]) * cache.window_bytes
+            offset = len(header) + sum(n for _, n in layout[:keep]) * cache.frame_bytes
             same_counts = [n for _, n in old[keep:]] == [n for _, n in layout[keep:]]
             if not same_counts:
                 os.ftruncate(fd, offset)
             for (sha, n), previous in zip(layout[keep:], old[keep:] if same_counts else [None] * len(layout)):
                 if previous is not None and previous[0] == sha:
-                    offset += n * cache.window_bytes
+                    offset += n * cache.frame_bytes
                 else:
                     offset = cache.copy_data(sha, n, fd, offset)
             os.pwrite(fd, header, 0)
@@ -433,9 +428,10 @@ def _write_split_array(path: Path, layout: list[tuple[str, int]], old: list | No
 
 
 def write_split_arrays(
-    manifest: pd.DataFrame, n_windows: dict[str, int], params: FeaturizeParams, out_dir: str | os.PathLike
+    manifest: pd.DataFrame, n_frames: dict[str, int], params: FeaturizeParams, out_dir: str | os.PathLike
 ) -> dict:
-    """Write out_dir/<split>.npy (cached entries end to end) and <split>_windows.csv (window -> recording).
+    """Write out_dir/<split>.npy (the split's MFCC frames, cached entries end to end) and <split>_windows.csv
+    (window -> recording, and the window's first frame in the array).
 
     Entries are copied byte for byte, so memory stays flat and no MFCC is re-parsed. Arrays left by the
     previous run are updated rather than rewritten (see _write_split_array): the stage's outputs persist
@@ -449,23 +445,25 @@ def write_split_arrays(
     cache = FeatureCache(params.cache_dir, params)
     previous = _read_layout(out_dir, cache.params_digest)
     (out_dir / LAYOUT_FILE).unlink(missing_ok=True)
-    _, hop = window_samples(params)
+    hop_frames = window_hop_frames(params)
     summary, layouts = {}, {}
     for split in SPLITS:
         rows = manifest[manifest["split"] == split]
-        counts = np.array([n_windows[sha] for sha in rows["sha256"]], dtype=np.int64)
-        layouts[split] = [(sha, int(n)) for sha, n in zip(rows["sha256"], counts)]
+        frames = np.array([n_frames[sha] for sha in rows["sha256"]], dtype=np.int64)
+        layouts[split] = [(sha, int(n)) for sha, n in zip(rows["sha256"], frames)]
         _write_split_array(out_dir / f"{split}.npy", layouts[split], previous.get(split), cache)
+        counts = np.array([window_count(n, params) for n in frames], dtype=np.int64)
         total = int(counts.sum())
-        first = np.repeat(np.cumsum(counts) - counts, counts)
         index = np.arange(total)
+        nth = index - np.repeat(np.cumsum(counts) - counts, counts)  # window number within its recording
         windows = pd.DataFrame(
             {
                 "window": index,
                 "recording_id": np.repeat(rows["recording_id"].to_numpy(), counts),
                 "label": np.repeat(rows["label"].to_numpy(), counts),
                 "group": np.repeat(rows["group"].to_numpy(), counts),
-                "start_s": np.round((index - first) * hop / params.sample_rate_hz, 4),
+                "start_s": np.round(nth * hop_frames * params.hop_length / params.sample_rate_hz, 4),
+                "frame": np.repeat(np.cumsum(frames) - frames, counts) + nth * hop_frames,
             },
             columns=WINDOW_COLUMNS,
         )
@@ -481,8 +479,8 @@ def featurize(manifest: pd.DataFrame, params: FeaturizeParams, out_dir: str | os
 
     Returns {"computed": n, "cached": m, <split>: {"recordings", "windows"}}.
     """
-    n_windows, counts = fill_cache(manifest, params)
-    summary = write_split_arrays(manifest, n_windows, params, out_dir)
+    n_frames, counts = fill_cache(manifest, params)
+    summary = write_split_arrays(manifest, n_frames, params, out_dir)
     classes = sorted(manifest["label"].unique())
     meta = {
         "classes": classes,
@@ -496,13 +494,20 @@ def featurize(manifest: pd.DataFrame, params: FeaturizeParams, out_dir: str | os
 
 
 def load_split(features_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """(windows array [n, n_mfcc, frames], window table) of one split written by featurize."""
+    """(windows array [n, n_mfcc, frames], window table) of one split written by featurize.
+
+    The windows are cut from the split's frame array (read through a memory map) into one new array.
+    """
     features_dir = Path(features_dir)
-    x = np.load(features_dir / f"{split}.npy", mmap_mode="r")
     windows = pd.read_csv(
         features_dir / f"{split}_windows.csv", dtype={"recording_id": str, "label": str, "group": str}
     )
-    return x, windows
+    n_mfcc, window_frames = load_meta(features_dir)["feature_shape"]
+    if windows.empty:
+        return np.empty((0, n_mfcc, window_frames), DTYPE), windows
+    frames = np.load(features_dir / f"{split}.npy", mmap_mode="r")
+    view = np.lib.stride_tricks.sliding_window_view(frames, window_frames, axis=0)
+    return np.ascontiguousarray(view[windows["frame"].to_numpy()]), windows
 
 
 def load_meta(features_dir: str | os.PathLike) -> dict:

@@ -1,6 +1,7 @@
 """Cross-validation folds on real PASCAL names, and the cv.json aggregation."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -86,16 +87,24 @@ def test_summary_leaves_out_screening_when_a_fold_has_none():
     assert "screening" not in crossval.summary(folds, ["a", "b"])
 
 
+def save_split(features_dir: Path, split: str, x: np.ndarray, table: pd.DataFrame) -> None:
+    """Write windows x [n, n_mfcc, frames] as featurize does: their frames end to end, one start frame each."""
+    n, n_mfcc, window_frames = x.shape
+    np.save(features_dir / f"{split}.npy", x.transpose(0, 2, 1).reshape(-1, n_mfcc))
+    table = table.assign(window=range(n), frame=np.arange(n) * window_frames)
+    table.to_csv(features_dir / f"{split}_windows.csv", index=False)
+    if not (features_dir / "meta.json").exists():
+        (features_dir / "meta.json").write_text(json.dumps({"feature_shape": [n_mfcc, window_frames]}))
+
+
 def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_path):
     manifest = pd.DataFrame(
         {"recording_id": ["r1", "r2", "r3"], "group": ["g1", "g1", "g2"], "duration_s": [9.0, 3.0, 5.0]}
     )
     rows = {"train": [("r1", "normal"), ("r1", "normal")], "val": [("r2", "normal")], "test": [("r3", "murmur")]}
     for split, windows in rows.items():
-        np.save(tmp_path / f"{split}.npy", np.full((len(windows), 2, 3), len(split), np.float32))
-        table = pd.DataFrame(windows, columns=["recording_id", "label"])
-        table.insert(0, "window", range(len(windows)))
-        table.to_csv(tmp_path / f"{split}_windows.csv", index=False)
+        x = np.full((len(windows), 2, 3), len(split), np.float32)
+        save_split(tmp_path, split, x, pd.DataFrame(windows, columns=["recording_id", "label"]))
     x, windows, recordings = crossval.load_all(tmp_path, manifest)
     assert x.shape == (4, 2, 3)
     assert list(windows["window"]) == [0, 1, 2, 3]
@@ -118,11 +127,8 @@ def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
     x = rng.normal(size=(len(windows), 4, 16)).astype(np.float32)
     x[windows["label"] == "murmur"] += 1.0
     for split, part in (("train", slice(0, 30)), ("val", slice(30, 40)), ("test", slice(40, None))):
-        np.save(tmp_path / f"{split}.npy", x[part])
-        table = windows.iloc[part].reset_index(drop=True)
-        table.insert(0, "window", range(len(table)))
-        table.to_csv(tmp_path / f"{split}_windows.csv", index=False)
-    (tmp_path / "meta.json").write_text(json.dumps({"classes": classes}))
+        save_split(tmp_path, split, x[part], windows.iloc[part].reset_index(drop=True))
+    (tmp_path / "meta.json").write_text(json.dumps({"classes": classes, "feature_shape": list(x.shape[1:])}))
     manifest = pd.DataFrame(manifest, columns=["recording_id", "group", "duration_s"])
     params = config.parse(
         {

@@ -1,4 +1,4 @@
-"""features.py: windows and MFCC (against librosa), the per-recording cache, per-split arrays."""
+"""features.py: MFCC (against librosa) and its windows, the per-recording cache, per-split arrays."""
 
 from __future__ import annotations
 
@@ -85,25 +85,36 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 # --- windows and MFCC ---
 
 
-def test_windows_cover_recording_every_hop(params):
-    samples = np.arange(10 * params.sample_rate_hz, dtype=np.float32)
-    windows, starts = features.split_windows(samples, params)
-    assert windows.shape == (4, 4 * params.sample_rate_hz)  # starts at 0, 2, 4, 6 s; 8 s would run past the end
-    assert list(starts) == [0.0, 2.0, 4.0, 6.0]
-    assert windows[1, 0] == samples[2 * params.sample_rate_hz]
+def test_windows_are_frame_slices_every_hop(params):
+    samples = heartbeat(10.0, params.sample_rate_hz, seed=0)
+    frames = features.recording_mfcc(samples, params)
+    assert frames.shape == (1 + len(samples) // params.hop_length, params.n_mfcc) == (501, 40)
+    windows = features.mfcc_windows(samples, params)
+    # 1 s hop = 50 frames of 40 samples; windows start at 0..6 s, one at 7 s would run past the last frame
+    assert windows.shape == (7, *features.feature_shape(params)) == (7, 40, 201)
+    assert features.window_count(len(frames), params) == 7
+    assert np.array_equal(windows[2], frames[100:301].T)
+
+
+def test_window_hop_is_rounded_to_whole_frames(params):
+    assert features.window_hop_frames(dataclasses.replace(params, window_hop_s=1.02)) == 51
+    assert features.window_hop_frames(dataclasses.replace(params, hop_length=32)) == 62  # 62.5 frames
+    assert features.window_hop_frames(dataclasses.replace(params, window_hop_s=0.001)) == 1
 
 
 def test_short_recording_is_zero_padded_to_one_window(params):
-    windows, starts = features.split_windows(np.ones(1000, np.float32), params)
-    assert windows.shape == (1, 8000) and list(starts) == [0.0]
-    assert windows[0, :1000].sum() == 1000 and not windows[0, 1000:].any()
+    short = heartbeat(0.5, params.sample_rate_hz, seed=1)
+    windows = features.mfcc_windows(short, params)
+    padded = np.pad(short, (0, 4 * params.sample_rate_hz - len(short)))
+    assert windows.shape == (1, 40, 201)
+    assert np.array_equal(windows, features.mfcc_windows(padded, params))
 
 
 def test_mfcc_shape_dtype_and_determinism(params):
     samples = heartbeat(9.0, params.sample_rate_hz, seed=1)
     mfcc = features.mfcc_windows(samples, params)
-    assert mfcc.shape == (3, *features.feature_shape(params)) == (3, 40, 251)
-    assert mfcc.dtype == np.float32 and np.isfinite(mfcc).all()
+    assert mfcc.shape == (6, *features.feature_shape(params))
+    assert mfcc.dtype == np.float32 and np.isfinite(mfcc).all() and mfcc.flags.c_contiguous
     assert np.array_equal(mfcc, features.mfcc_windows(samples.copy(), params))
 
 
@@ -113,43 +124,35 @@ def test_mfcc_shape_dtype_and_determinism(params):
         {},
         {"n_mfcc": 20, "n_mels": 40, "n_fft": 512, "hop_length": 64, "fmin_hz": 0.0},
         {"sample_rate_hz": 4000},
-        {"window_hop_s": 1.99},  # windows off the frame grid: no frames shared between windows
-        {"window_s": 3.0, "window_hop_s": 0.5, "hop_length": 50},  # each frame shared by several windows
+        {"window_s": 3.0, "window_hop_s": 0.5, "hop_length": 50},
     ],
 )
-def test_mfcc_matches_librosa_on_each_window(params, overrides):
+def test_mfcc_matches_librosa_on_the_whole_recording(params, overrides):
     params = dataclasses.replace(params, **overrides)
     samples = heartbeat(8.5, params.sample_rate_hz, seed=2)
     samples[: params.sample_rate_hz] = 0  # a silent second, so the top_db floor is exercised
-    ours = features.mfcc_windows(samples, params)
-    windows, _ = features.split_windows(samples, params)
-    reference = np.stack(
-        [
-            librosa.feature.mfcc(
-                y=window,
-                sr=params.sample_rate_hz,
-                n_mfcc=params.n_mfcc,
-                n_fft=params.n_fft,
-                hop_length=params.hop_length,
-                n_mels=params.n_mels,
-                fmin=params.fmin_hz,
-                fmax=params.fmax_hz,
-            )
-            for window in windows
-        ]
+    ours = features.recording_mfcc(samples, params)
+    reference = librosa.feature.mfcc(
+        y=samples,
+        sr=params.sample_rate_hz,
+        n_mfcc=params.n_mfcc,
+        n_fft=params.n_fft,
+        hop_length=params.hop_length,
+        n_mels=params.n_mels,
+        fmin=params.fmin_hz,
+        fmax=params.fmax_hz,
     )
-    assert ours.shape == reference.shape
+    assert ours.shape == reference.T.shape
     # float32 rounding only: coefficients reach hundreds of dB-units, differences stay below 0.01.
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-2)
+    np.testing.assert_allclose(ours, reference.T, rtol=0, atol=1e-2)
 
 
-def test_batches_of_windows_give_the_same_mfcc(params, monkeypatch):
+def test_batches_of_frames_give_the_same_mfcc(params, monkeypatch):
     samples = heartbeat(20.0, params.sample_rate_hz, seed=3)
-    params = dataclasses.replace(params, window_hop_s=1.0)
-    whole = features.mfcc_windows(samples, params)
-    monkeypatch.setattr(features, "WINDOWS_PER_BATCH", 3)  # 17 windows: batch edges inside shared frames
-    batched = features.mfcc_windows(samples, params)
-    assert batched.shape == whole.shape == (17, 40, 251)
+    whole = features.recording_mfcc(samples, params)
+    monkeypatch.setattr(features, "FRAMES_PER_BATCH", 7)  # 1001 frames: a short last batch
+    batched = features.recording_mfcc(samples, params)
+    assert batched.shape == whole.shape == (1001, 40)
     np.testing.assert_allclose(batched, whole, rtol=0, atol=1e-3)
 
 
@@ -170,16 +173,17 @@ def test_featurize_writes_split_arrays_and_window_table(params, dataset, tmp_pat
     for split in SPLITS:
         x, windows = features.load_split(tmp_path / "out", split)
         assert list(windows.columns) == features.WINDOW_COLUMNS
-        assert x.shape == (len(windows), 40, 251) and list(windows["window"]) == list(range(len(x)))
+        assert x.shape == (len(windows), 40, 201) and list(windows["window"]) == list(range(len(x)))
         assert set(windows["recording_id"]) == set(manifest.loc[manifest["split"] == split, "recording_id"])
     x, windows = features.load_split(tmp_path / "out", "train")
-    # rec0 (9 s) has windows at 0, 2, 4 s and they hold exactly its cached features.
+    # rec0 (9 s, 451 frames) has windows at 0-5 s and they hold exactly its cached features.
     rec0 = windows[windows["recording_id"] == "rec0"]
-    assert list(rec0["start_s"]) == [0.0, 2.0, 4.0]
+    assert list(rec0["start_s"]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert list(rec0["frame"] - rec0["frame"].iloc[0]) == [0, 50, 100, 150, 200, 250]
     expected = features.recording_features(dataset / "rec0.wav", params)
     assert np.array_equal(x[rec0["window"].to_numpy()], expected)
     meta = features.load_meta(tmp_path / "out")
-    assert meta["classes"] == ["murmur", "normal"] and meta["feature_shape"] == [40, 251]
+    assert meta["classes"] == ["murmur", "normal"] and meta["feature_shape"] == [40, 201]
 
 
 def test_one_changed_recording_recomputes_exactly_one_entry(params, dataset, tmp_path):
@@ -289,7 +293,7 @@ def test_interrupted_or_corrupt_entries_are_never_used(params, dataset, tmp_path
     garbled = cache.path_for(manifest["sha256"][1])
     garbled.write_bytes(b"\x93NUMPY garbage" + garbled.read_bytes()[14:])
     wrong_shape = cache.path_for(manifest["sha256"][2])
-    np.save(wrong_shape, np.zeros((2, 13, 251), np.float32))
+    np.save(wrong_shape, np.zeros((300, 13), np.float32))
     # A temp file left by a killed writer sits next to its entry and is never read.
     leftover = cache.path_for(manifest["sha256"][3])
     leftover.with_name(leftover.stem + "abc123.tmp").write_bytes(b"half an array")
@@ -310,8 +314,8 @@ def test_interrupted_write_leaves_no_entry(params, monkeypatch):
 
     monkeypatch.setattr(np, "save", killed)
     with pytest.raises(KeyboardInterrupt):
-        cache.put("ab" * 32, np.zeros((1, 40, 251), np.float32))
-    assert cache.windows_in("ab" * 32) is None and cache.get("ab" * 32) is None
+        cache.put("ab" * 32, np.zeros((201, 40), np.float32))
+    assert cache.frames_in("ab" * 32) is None and cache.get("ab" * 32) is None
     assert cache_files(params) == {}
 
 
