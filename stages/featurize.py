@@ -1,4 +1,4 @@
-"""Stage featurize: manifest.csv -> MFCC windows per split (<split>.npy, <split>_windows.csv, meta.json, layout.json).
+"""Stage featurize: manifest.csv -> MFCC per split (<split>.npy frames, <split>_windows.csv, meta.json, layout.json).
 
 The outputs persist between runs (dvc.yaml): featurize updates them in place from its per-recording cache.
 """
