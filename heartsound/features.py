@@ -8,6 +8,7 @@ number of frames), so overlapping windows share their frames in memory, in the c
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import io
@@ -19,14 +20,17 @@ import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from heartsound import audio
 from heartsound.config import FeaturizeParams, as_dict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Params that change the numbers; jobs and cache_dir only change how they are computed.
 NOT_IN_KEY = ("jobs", "cache_dir")
@@ -317,7 +321,19 @@ def worker_pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=limit_threads)
 
 
-def fill_cache(manifest: pd.DataFrame, params: FeaturizeParams) -> tuple[dict[str, int], dict[str, int]]:
+def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
+    """prepare's manifest.csv as a list of rows (column -> text)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _rows(manifest: list[dict] | pd.DataFrame) -> list[dict]:
+    """Manifest rows as dicts, from read_manifest or a DataFrame. The featurize stage does not import pandas:
+    its import alone (~0.25 s) would be most of a run that has one changed recording to featurize."""
+    return manifest.to_dict("records") if hasattr(manifest, "to_dict") else list(manifest)
+
+
+def fill_cache(manifest: list[dict] | pd.DataFrame, params: FeaturizeParams) -> tuple[dict[str, int], dict[str, int]]:
     """Compute every recording missing from the cache, in parallel.
 
     Valid entries are found from their headers alone; only the missing ones go to workers, so a run with
@@ -325,7 +341,8 @@ def fill_cache(manifest: pd.DataFrame, params: FeaturizeParams) -> tuple[dict[st
     """
     cache = FeatureCache(params.cache_dir, params)
     n_frames, todo = {}, []
-    for path, sha in manifest[["path", "sha256"]].drop_duplicates("sha256").itertuples(index=False):
+    paths = {row["sha256"]: row["path"] for row in reversed(_rows(manifest))}  # the first path of each content
+    for sha, path in paths.items():
         n = cache.frames_in(sha)
         if n is None:
             todo.append((path, sha))
@@ -428,7 +445,7 @@ def _write_split_array(path: Path, layout: list[tuple[str, int]], old: list | No
 
 
 def write_split_arrays(
-    manifest: pd.DataFrame, n_frames: dict[str, int], params: FeaturizeParams, out_dir: str | os.PathLike
+    manifest: list[dict] | pd.DataFrame, n_frames: dict[str, int], params: FeaturizeParams, out_dir: str | os.PathLike
 ) -> dict:
     """Write out_dir/<split>.npy (the split's MFCC frames, cached entries end to end) and <split>_windows.csv
     (window -> recording, and the window's first frame in the array).
@@ -446,42 +463,37 @@ def write_split_arrays(
     previous = _read_layout(out_dir, cache.params_digest)
     (out_dir / LAYOUT_FILE).unlink(missing_ok=True)
     hop_frames = window_hop_frames(params)
+    rows = _rows(manifest)
     summary, layouts = {}, {}
     for split in SPLITS:
-        rows = manifest[manifest["split"] == split]
-        frames = np.array([n_frames[sha] for sha in rows["sha256"]], dtype=np.int64)
-        layouts[split] = [(sha, int(n)) for sha, n in zip(rows["sha256"], frames)]
+        recordings = [row for row in rows if row["split"] == split]
+        layouts[split] = [(row["sha256"], n_frames[row["sha256"]]) for row in recordings]
         _write_split_array(out_dir / f"{split}.npy", layouts[split], previous.get(split), cache)
-        counts = np.array([window_count(n, params) for n in frames], dtype=np.int64)
-        total = int(counts.sum())
-        index = np.arange(total)
-        nth = index - np.repeat(np.cumsum(counts) - counts, counts)  # window number within its recording
-        windows = pd.DataFrame(
-            {
-                "window": index,
-                "recording_id": np.repeat(rows["recording_id"].to_numpy(), counts),
-                "label": np.repeat(rows["label"].to_numpy(), counts),
-                "group": np.repeat(rows["group"].to_numpy(), counts),
-                "start_s": np.round(nth * hop_frames * params.hop_length / params.sample_rate_hz, 4),
-                "frame": np.repeat(np.cumsum(frames) - frames, counts) + nth * hop_frames,
-            },
-            columns=WINDOW_COLUMNS,
-        )
-        windows.to_csv(out_dir / f"{split}_windows.csv", index=False)
-        summary[split] = {"recordings": len(rows), "windows": total}
+        with open(out_dir / f"{split}_windows.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(WINDOW_COLUMNS)
+            window, first_frame = 0, 0
+            for row, (_, frames) in zip(recordings, layouts[split]):
+                for nth in range(window_count(frames, params)):
+                    start_s = round(nth * hop_frames * params.hop_length / params.sample_rate_hz, 4)
+                    frame = first_frame + nth * hop_frames
+                    writer.writerow((window, row["recording_id"], row["label"], row["group"], start_s, frame))
+                    window += 1
+                first_frame += frames
+        summary[split] = {"recordings": len(recordings), "windows": window}
     layout = {"params_digest": cache.params_digest, "splits": layouts}
     (out_dir / LAYOUT_FILE).write_text(json.dumps(layout), encoding="utf-8")
     return summary
 
 
-def featurize(manifest: pd.DataFrame, params: FeaturizeParams, out_dir: str | os.PathLike) -> dict:
+def featurize(manifest: list[dict] | pd.DataFrame, params: FeaturizeParams, out_dir: str | os.PathLike) -> dict:
     """The featurize step: fill the cache, then write per-split arrays and their metadata.
 
     Returns {"computed": n, "cached": m, <split>: {"recordings", "windows"}}.
     """
     n_frames, counts = fill_cache(manifest, params)
     summary = write_split_arrays(manifest, n_frames, params, out_dir)
-    classes = sorted(manifest["label"].unique())
+    classes = sorted({row["label"] for row in _rows(manifest)})
     meta = {
         "classes": classes,
         "featurize": feature_key_params(params),
@@ -498,6 +510,8 @@ def load_split(features_dir: str | os.PathLike, split: str) -> tuple[np.ndarray,
 
     The windows are cut from the split's frame array (read through a memory map) into one new array.
     """
+    import pandas as pd
+
     features_dir = Path(features_dir)
     windows = pd.read_csv(
         features_dir / f"{split}_windows.csv", dtype={"recording_id": str, "label": str, "group": str}

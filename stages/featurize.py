@@ -5,10 +5,8 @@ The outputs persist between runs (dvc.yaml): featurize updates them in place fro
 
 import argparse
 
-import pandas as pd
-
 from heartsound import config
-from heartsound.features import featurize
+from heartsound.features import featurize, read_manifest
 
 
 def main() -> None:
@@ -19,8 +17,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = config.load_or_exit(args.params)
-    manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "label": str, "group": str})
-    summary = featurize(manifest, params.featurize, args.out_dir)
+    summary = featurize(read_manifest(args.manifest), params.featurize, args.out_dir)
     print(summary)
 
 
