@@ -330,3 +330,11 @@ def test_feature_key_ignores_how_not_what(params):
     key = features.feature_key_params(params)
     assert "jobs" not in key and "cache_dir" not in key and key["sample_rate_hz"] == 2000
     assert os.fspath(features.FeatureCache("c", params).path_for("ff" * 32)).endswith(".npy")
+
+
+def test_window_table_quotes_recording_fields(params, dataset, tmp_path):
+    manifest = manifest_of(dataset)
+    manifest.loc[0, ["recording_id", "group"]] = ['odd, "quoted" id', "group,1"]
+    features.featurize(manifest, params, tmp_path / "out")
+    _, windows = features.load_split(tmp_path / "out", manifest.loc[0, "split"])
+    assert set(windows.loc[windows["group"] == "group,1", "recording_id"]) == {'odd, "quoted" id'}
