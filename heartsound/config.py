@@ -64,6 +64,7 @@ class TrainParams:
     seed: int = 42
     augment: bool = False  # random time shift and gain of training windows
     lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the epochs)
+    ensemble: int = 1  # models trained with seeds seed, seed + 1, ...; their probabilities averaged
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,7 @@ def _check(params: Params) -> list[str]:
     c.require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
+    c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
     cv = params.crossval
     c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)
     c.require(0 < cv.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)", cv.val_fraction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -22,12 +23,12 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int):
+def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int, name: str = "seed_cnn"):
     """The reference notebook's CNN: Conv2D 16/32/128 (kernel 2), each with 2x2 max-pool and dropout."""
     import keras
     from keras import layers
 
-    model = keras.Sequential(name="seed_cnn")
+    model = keras.Sequential(name=name)
     model.add(keras.Input(shape=input_shape))
     for filters, dropout in ((16, 0.2), (32, 0.2), (128, 0.5)):
         model.add(layers.Conv2D(filters, kernel_size=2, activation="relu", padding="same"))
@@ -38,7 +39,7 @@ def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int):
     return model
 
 
-def build_cnn1d(input_shape: tuple[int, ...], n_classes: int):
+def build_cnn1d(input_shape: tuple[int, ...], n_classes: int, name: str = "cnn1d"):
     """A 1-D CNN over time with the MFCC coefficients as channels, batch-normalised throughout.
 
     Cepstral coefficients are not translation-invariant along the coefficient axis, so the
@@ -63,18 +64,18 @@ def build_cnn1d(input_shape: tuple[int, ...], n_classes: int):
     x = layers.GlobalAveragePooling1D()(x)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(n_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="cnn1d")
+    return keras.Model(inputs, outputs, name=name)
 
 
 BUILDERS = {"seed_cnn": build_seed_cnn, "cnn1d": build_cnn1d}
 
 
-def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate):
+def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate, model_name: str | None = None):
     """A compiled model from its params name (train.model); learning_rate may be a keras schedule."""
     import keras
 
     try:
-        model = BUILDERS[name](input_shape, n_classes)
+        model = BUILDERS[name](input_shape, n_classes, model_name or name)
     except KeyError:
         raise ValueError(f"unknown train.model {name!r} (known: {', '.join(BUILDERS)})") from None
     model.compile(
@@ -138,6 +139,32 @@ def _batches(x, y, weights, batch_size: int, seed: int, augmented: bool):
 
 
 def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks=(), verbose: int = 2):
+    """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model.
+
+    Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
+    """
+    members, histories = [], []
+    for i in range(params.ensemble):
+        member_params = dataclasses.replace(params, seed=params.seed + i)
+        member, history = _train_one(
+            x_train, y_train, x_val, y_val, n_classes, member_params, callbacks if i == 0 else (), verbose
+        )
+        members.append(member)
+        histories.append(history)
+    return (members[0] if len(members) == 1 else average(members)), histories[0]
+
+
+def average(members):
+    """One Keras model whose output is the mean of the members' class probabilities (one file to export)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=members[0].input_shape[1:])
+    outputs = layers.Average()([member(inputs) for member in members])
+    return keras.Model(inputs, outputs, name=f"ensemble_of_{len(members)}")
+
+
+def _train_one(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks, verbose: int):
     """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
     import keras
 
@@ -146,7 +173,9 @@ def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, c
     if params.lr_schedule == "cosine":
         steps = params.epochs * int(np.ceil(len(x_train) / params.batch_size))
         learning_rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
-    model = build_model(params.model, to_input(x_train).shape[1:], n_classes, learning_rate)
+    model = build_model(
+        params.model, to_input(x_train).shape[1:], n_classes, learning_rate, f"{params.model}_{params.seed}"
+    )
     has_val = len(x_val) > 0
     callbacks = list(callbacks)
     if has_val and params.patience > 0:

@@ -111,6 +111,7 @@ def test_an_int_is_a_valid_float():
         ("crossval", {"folds": 1}, "'crossval.folds' must be >= 2, got 1"),
         ("crossval", {"val_fraction": 1.0}, "'crossval.val_fraction' must be between 0 and 1 (exclusive), got 1.0"),
         ("train", {"lr_schedule": "step"}, "'train.lr_schedule' must be one of constant, cosine, got 'step'"),
+        ("train", {"ensemble": 0}, "'train.ensemble' must be between 1 and 20"),
         ("train", {"augment": "yes"}, "'train.augment' must be bool, got 'yes' (str)"),
     ],
 )

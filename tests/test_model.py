@@ -74,12 +74,23 @@ def test_early_stopping_restores_the_best_epoch_and_patience_zero_runs_all():
     assert len(history["loss"]) == 3
 
 
-def test_saved_model_predicts_like_the_trained_one(tmp_path):
+def test_ensemble_averages_members_trained_with_consecutive_seeds():
+    x, y = _data()
+    params = TrainParams(model="cnn1d", epochs=2, batch_size=16, patience=0, augment=True, seed=3)
+    ensemble, history = model.train(x, y, x[:0], y[:0], 3, dataclasses.replace(params, ensemble=2), verbose=0)
+    members = [model.train(x, y, x[:0], y[:0], 3, dataclasses.replace(params, seed=s), verbose=0)[0] for s in (3, 4)]
+    expected = np.mean([model.predict_windows(m, x) for m in members], axis=0)
+    np.testing.assert_allclose(model.predict_windows(ensemble, x), expected, atol=1e-6)
+    assert len(history["loss"]) == 2
+
+
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_saved_model_predicts_like_the_trained_one(tmp_path, ensemble):
     """model.h5 and model.tflite (normalisation inside) give the trained model's probabilities."""
     import tensorflow as tf
 
     x, y = _data()
-    params = TrainParams(model="cnn1d", epochs=1, batch_size=16, patience=0, seed=0)
+    params = TrainParams(model="cnn1d", epochs=1, batch_size=16, patience=0, seed=0, ensemble=ensemble)
     trained, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
     model.save(trained, {"classes": ["a", "b", "c"]}, tmp_path)
     expected = model.predict_windows(trained, x[:4])
