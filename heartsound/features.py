@@ -181,14 +181,6 @@ def recording_frames(path: str | os.PathLike, params: FeaturizeParams) -> np.nda
     return recording_mfcc(samples, params)
 
 
-def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) from an open .npy file, leaving it at the start of the data."""
-    major, _ = np.lib.format.read_magic(f)
-    if major == 1:
-        return np.lib.format.read_array_header_1_0(f)
-    return np.lib.format.read_array_header_2_0(f)
-
-
 class FeatureCache:
     """Per-recording feature arrays keyed by the recording's content hash and the feature params.
 
@@ -202,32 +194,40 @@ class FeatureCache:
         self.params = params
         self.n_mfcc = params.n_mfcc
         self.min_frames = frames_per_window(params)
+        self.header_bytes = len(_npy_header((1, self.n_mfcc)))  # 128: the same for any frame count
         key = {"version": FEATURE_VERSION, **feature_key_params(params)}
         self.params_digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def path_for(self, content_sha256: str) -> Path:
         return self.directory / self.params_digest / content_sha256[:2] / f"{content_sha256}.npy"
 
-    def _check(self, f) -> tuple[int, int] | None:
-        """(n_frames, data offset) of an open entry if it is complete and of the right shape, else None."""
-        try:
-            shape, fortran, dtype = _read_npy_header(f)
-        except (ValueError, OSError, EOFError, SyntaxError):
+    def _check(self, fd: int) -> tuple[int, int] | None:
+        """(n_frames, data offset) of an open entry if it is complete and as put() writes it, else None.
+
+        The frame count follows from the file size; the header must then be byte for byte the one np.save
+        writes for that shape. No parsing: checking every entry of a large cache is most of a run that has
+        one changed recording.
+        """
+        n_frames, rest = divmod(os.fstat(fd).st_size - self.header_bytes, self.frame_bytes)
+        if rest or n_frames < self.min_frames:
+            return None  # truncated, trailing garbage, or too short for a window
+        header = _npy_header((n_frames, self.n_mfcc))
+        if len(header) != self.header_bytes or os.pread(fd, len(header), 0) != header:
             return None
-        if fortran or dtype != DTYPE or len(shape) != 2 or shape[1] != self.n_mfcc or shape[0] < self.min_frames:
-            return None
-        offset = f.tell()
-        if os.fstat(f.fileno()).st_size != offset + int(np.prod(shape)) * DTYPE.itemsize:
-            return None  # truncated, or trailing garbage
-        return shape[0], offset
+        return n_frames, len(header)
 
     def frames_in(self, content_sha256: str) -> int | None:
         """Number of frames of a valid entry, or None if it is missing or unusable (reads the header only)."""
         try:
-            with open(self.path_for(content_sha256), "rb") as f:
-                checked = self._check(f)
+            fd = os.open(self.path_for(content_sha256), os.O_RDONLY)
         except OSError:
             return None
+        try:
+            checked = self._check(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
         return None if checked is None else checked[0]
 
     def get(self, content_sha256: str) -> np.ndarray | None:
@@ -274,7 +274,7 @@ class FeatureCache:
         """
         path = self.path_for(content_sha256)
         with open(path, "rb") as f:
-            checked = self._check(f)
+            checked = self._check(f.fileno())
             if checked is None or checked[0] != n_frames:
                 raise RuntimeError(f"feature cache entry {path} vanished or changed during featurize")
             count = n_frames * self.frame_bytes
