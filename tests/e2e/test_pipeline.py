@@ -26,9 +26,9 @@ def test_repro_builds_valid_outputs(built_project):
 
     # The saved HDF5 model loads and predicts one probability row per window.
     check = (
-        "import numpy as np, keras;"
+        "import numpy as np, keras; from heartsound.features import load_split;"
         "m = keras.models.load_model('models/model.h5', compile=False);"
-        "x = np.load('data/features/test.npy')[..., None];"
+        "x = load_split('data/features', 'test')[0][..., None];"
         "p = m.predict(x, verbose=0);"
         "assert p.shape == (len(x), %d) and np.allclose(p.sum(1), 1, atol=1e-4); print('ok')"
     ) % len(meta["classes"])
