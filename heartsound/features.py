@@ -38,7 +38,7 @@ WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s", "frame"
 SPLITS = ("train", "val", "test")
 # Bump when the computation changes meaning, so cache entries from older code are not reused.
 FEATURE_VERSION = 3
-# As librosa.power_to_db: power floor and the dynamic range kept below a window's peak.
+# As librosa.power_to_db: power floor and the dynamic range kept below the recording's peak.
 AMIN = 1e-10
 TOP_DB = 80.0
 DTYPE = np.dtype("<f4")
@@ -408,7 +408,7 @@ def _write_split_array(path: Path, layout: list[tuple[str, int]], old: list | No
     """Make path the .npy of the layout's entries, end to end, touching as few bytes as it can.
 
     With the previous layout (old) of an array still in place, the common prefix stays; after it, entries
-    of unchanged window counts are overwritten one by one where their content changed, otherwise the rest
+    of unchanged frame counts are overwritten one by one where their content changed, otherwise the rest
     is rewritten. Without it, the file is replaced (unlinked first, so a hard link into DVC's cache is
     never written through).
     """
