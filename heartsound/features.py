@@ -155,30 +155,29 @@ def recording_mfcc(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
 
 
 def windows_of(frames: np.ndarray, params: FeaturizeParams) -> np.ndarray:
-    """The windows of a recording's MFCC frames [frames, n_mfcc], a view: [n_frames, n_mfcc, frames_per_window]."""
+    """The windows of a recording's MFCC frames [frames, n_mfcc]: float32 [n_windows, n_mfcc, frames_per_window].
+
+    Windows of window_s every window_hop_s (on the frame grid), so a frame shared by overlapping windows is
+    computed once.
+    """
     view = np.lib.stride_tricks.sliding_window_view(frames, frames_per_window(params), axis=0)
-    return view[:: window_hop_frames(params)]
+    return np.ascontiguousarray(view[:: window_hop_frames(params)])
 
 
 def mfcc_windows(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
-    """MFCC windows of a signal at the feature rate: float32 [n_frames, n_mfcc, frames_per_window].
-
-    Windows of window_s every window_hop_s (on the frame grid) cut from the recording's MFCC, so a frame
-    shared by overlapping windows is computed once.
-    """
-    return np.ascontiguousarray(windows_of(recording_mfcc(samples, params), params))
-
-
-def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
-    """Decode, resample and featurize one recording file: float32 [n_frames, n_mfcc, frames]."""
-    samples, _ = audio.load(path, params.sample_rate_hz, params.max_duration_s)
-    return mfcc_windows(samples, params)
+    """MFCC windows of a signal at the feature rate: float32 [n_windows, n_mfcc, frames_per_window]."""
+    return windows_of(recording_mfcc(samples, params), params)
 
 
 def recording_frames(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
     """Decode, resample and featurize one recording file: its MFCC frames, float32 [frames, n_mfcc]."""
     samples, _ = audio.load(path, params.sample_rate_hz, params.max_duration_s)
     return recording_mfcc(samples, params)
+
+
+def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.ndarray:
+    """Decode, resample and featurize one recording file: its windows, float32 [n_windows, n_mfcc, frames]."""
+    return windows_of(recording_frames(path, params), params)
 
 
 class FeatureCache:
@@ -496,9 +495,10 @@ def featurize(manifest: list[dict] | pd.DataFrame, params: FeaturizeParams, out_
 
     Returns {"computed": n, "cached": m, <split>: {"recordings", "windows"}}.
     """
-    n_frames, counts = fill_cache(manifest, params)
-    summary = write_split_arrays(manifest, n_frames, params, out_dir)
-    classes = sorted({row["label"] for row in _rows(manifest)})
+    rows = _rows(manifest)
+    n_frames, counts = fill_cache(rows, params)
+    summary = write_split_arrays(rows, n_frames, params, out_dir)
+    classes = sorted({row["label"] for row in rows})
     meta = {
         "classes": classes,
         "featurize": feature_key_params(params),

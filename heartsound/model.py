@@ -143,15 +143,16 @@ def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, c
 
     Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
     """
-    members, histories = [], []
+    members, first_history = [], None
     for i in range(params.ensemble):
         member_params = dataclasses.replace(params, seed=params.seed + i)
         member, history = _train_one(
             x_train, y_train, x_val, y_val, n_classes, member_params, callbacks if i == 0 else (), verbose
         )
         members.append(member)
-        histories.append(history)
-    return (members[0] if len(members) == 1 else average(members)), histories[0]
+        if i == 0:
+            first_history = history
+    return (members[0] if len(members) == 1 else average(members)), first_history
 
 
 def average(members):
