@@ -2,9 +2,14 @@
 
 __version__ = "0.1.0"
 
-# heartsound.predict is the function, not the submodule of the same name (this binding runs after
-# the submodule import and wins). The submodule imports nothing heavy until predict() is called,
-# so `import heartsound` stays fast; reach the module itself with `from heartsound.predict import ...`.
-from heartsound.predict import predict  # noqa: E402
-
 __all__ = ["predict"]
+
+
+def __getattr__(name: str):
+    # heartsound.predict is loaded on first use (PEP 562): `import heartsound` stays light, and the pipeline's
+    # stages, which import heartsound.<module>, never run the prediction code.
+    if name == "predict":
+        from heartsound.prediction import predict
+
+        return predict
+    raise AttributeError(f"module 'heartsound' has no attribute {name!r}")

@@ -17,7 +17,7 @@ FORMATS = ("table", "json", "csv")
 def add_predict(commands) -> None:
     """The `predict` subcommand's arguments."""
     from heartsound.inference import BACKENDS
-    from heartsound.predict import MIN_DURATION_S
+    from heartsound.prediction import MIN_DURATION_S
 
     parser = commands.add_parser(
         "predict",
@@ -49,7 +49,7 @@ def add_predict(commands) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify, write the table, report each failed file on stderr; return the exit code."""
     from heartsound.inference import ModelError
-    from heartsound.predict import failures, predict
+    from heartsound.prediction import failures, predict
 
     if args.jobs < 0:
         return _fail("--jobs must be >= 0")

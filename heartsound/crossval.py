@@ -76,11 +76,9 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
 
     Returns (cv metrics as written to cv.json, out-of-fold recording predictions).
     """
-    from heartsound.training import encode, predictions_table, recording_predictions
-
     classes = features.load_meta(features_dir)["classes"]
     x, windows, recordings = load_all(features_dir, manifest)
-    y = encode(windows["label"], classes)
+    y = evaluation.encode(windows["label"], classes)
     scores, long_scores, predictions = [], [], []
     started = time.monotonic()
     for fold, (train_r, val_r, test_r) in enumerate(fold_indices(recordings, params)):
@@ -96,14 +94,14 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
         )
         test_windows = windows[part["test"]]
         probs = model.predict_windows(trained, x[part["test"]])
-        ids, y_true, y_pred, rec_probs, groups = recording_predictions(
+        ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
             probs, test_windows, classes, params.evaluate.aggregation
         )
         scores.append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
         long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
         if long.any():
             long_scores.append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
-        table = predictions_table(ids, y_true, y_pred, rec_probs, classes)
+        table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
         table.insert(3, "fold", fold)
         predictions.append(table)
         log(

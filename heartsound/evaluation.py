@@ -31,6 +31,34 @@ def aggregate(window_probs: np.ndarray, recording_ids, how: str = "mean") -> pd.
     return probs
 
 
+def encode(labels, classes) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def recording_predictions(probs: np.ndarray, windows, classes, how: str):
+    """Window probabilities -> (recording ids, true labels, predicted labels, recording probabilities, groups)."""
+    rec_probs = aggregate(probs, windows["recording_id"], how)
+    firsts = windows.groupby("recording_id", sort=False)[["label", "group"]].first().loc[rec_probs.index]
+    predicted = np.asarray(classes)[rec_probs.to_numpy().argmax(axis=1)]
+    return (
+        rec_probs.index.to_list(),
+        firsts["label"].to_numpy(),
+        predicted,
+        rec_probs.to_numpy(),
+        firsts["group"].to_numpy(),
+    )
+
+
+def predictions_table(ids, y_true, y_pred, rec_probs, classes):
+    """One row per recording: recording_id, label, predicted, p_<class> for every class."""
+    table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
+    table.insert(0, "recording_id", ids)
+    table.insert(1, "label", y_true)
+    table.insert(2, "predicted", y_pred)
+    return table
+
+
 def screening_metrics(y_true, y_pred, abnormal=SCREENING_ABNORMAL, normal=SCREENING_NORMAL) -> dict | None:
     """Sensitivity, specificity and MAcc = (Se + Sp) / 2 with abnormal as positive.
 

@@ -26,7 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from heartsound import audio
+from heartsound import audio, codedeps
 from heartsound.config import FeaturizeParams, as_dict
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 NOT_IN_KEY = ("jobs", "cache_dir")
 WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s", "frame"]
 SPLITS = ("train", "val", "test")
-# Bump when the computation changes meaning, so cache entries from older code are not reused.
-FEATURE_VERSION = 3
 # As librosa.power_to_db: power floor and the dynamic range kept below the recording's peak.
 AMIN = 1e-10
 TOP_DB = 80.0
@@ -51,6 +49,11 @@ FRAMES_PER_BATCH = 4096
 def feature_key_params(params: FeaturizeParams) -> dict:
     """The params a feature array depends on (what travels with a model)."""
     return {k: v for k, v in as_dict(params).items() if k not in NOT_IN_KEY}
+
+
+def feature_description(params: FeaturizeParams) -> dict:
+    """The feature params and one window's shape, as meta.json records them and a model carries them."""
+    return {"featurize": feature_key_params(params), "feature_shape": list(feature_shape(params))}
 
 
 def window_samples(params: FeaturizeParams) -> int:
@@ -180,8 +183,25 @@ def recording_features(path: str | os.PathLike, params: FeaturizeParams) -> np.n
     return windows_of(recording_frames(path, params), params)
 
 
+def cache_key(params: FeaturizeParams) -> str:
+    """What a cached recording's features are a function of, besides its content: the feature params, the
+    source of this module and of everything it imports (so any edit to the feature or audio code, not only a
+    remembered version bump, invalidates the cache) and the versions of the numeric libraries it calls."""
+    key = {
+        "params": feature_key_params(params),
+        "code": codedeps.source_digest(__name__),
+        "libraries": {
+            "numpy": np.__version__,
+            "soxr": audio.soxr.__version__,
+            "soundfile": audio.sf.__version__,
+            "libsndfile": audio.sf.__libsndfile_version__,
+        },
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class FeatureCache:
-    """Per-recording feature arrays keyed by the recording's content hash and the feature params.
+    """Per-recording feature arrays keyed by the recording's content hash and cache_key (params, code, libraries).
 
     Layout: <directory>/<params digest>/<sha[:2]>/<sha>.npy. Entries are written to a temp file and renamed,
     so an interrupted run leaves no half-written entry under a real name; an entry whose header, shape,
@@ -194,11 +214,10 @@ class FeatureCache:
         self.n_mfcc = params.n_mfcc
         self.min_frames = frames_per_window(params)
         self.header_bytes = len(_npy_header((1, self.n_mfcc)))  # 128: the same for any frame count
-        key = {"version": FEATURE_VERSION, **feature_key_params(params)}
-        self.params_digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        self.key = cache_key(params)
 
     def path_for(self, content_sha256: str) -> Path:
-        return self.directory / self.params_digest / content_sha256[:2] / f"{content_sha256}.npy"
+        return self.directory / self.key / content_sha256[:2] / f"{content_sha256}.npy"
 
     def _check(self, fd: int) -> tuple[int, int] | None:
         """(n_frames, data offset) of an open entry if it is complete and as put() writes it, else None.
@@ -384,7 +403,7 @@ def _read_layout(out_dir: Path, digest: str) -> dict[str, list[list]]:
         layout = json.loads((out_dir / LAYOUT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return layout.get("splits", {}) if layout.get("params_digest") == digest else {}
+    return layout.get("splits", {}) if layout.get("cache_key") == digest else {}
 
 
 def _writable_in_place(path: Path, header: bytes, size: int) -> bool:
@@ -461,7 +480,7 @@ def write_split_arrays(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = FeatureCache(params.cache_dir, params)
-    previous = _read_layout(out_dir, cache.params_digest)
+    previous = _read_layout(out_dir, cache.key)
     (out_dir / LAYOUT_FILE).unlink(missing_ok=True)
     hop_frames = window_hop_frames(params)
     rows = _rows(manifest)
@@ -485,7 +504,7 @@ def write_split_arrays(
                     window += 1
                 first_frame += frames
         summary[split] = {"recordings": len(recordings), "windows": window}
-    layout = {"params_digest": cache.params_digest, "splits": layouts}
+    layout = {"cache_key": cache.key, "splits": layouts}
     (out_dir / LAYOUT_FILE).write_text(json.dumps(layout), encoding="utf-8")
     return summary
 
@@ -499,12 +518,7 @@ def featurize(manifest: list[dict] | pd.DataFrame, params: FeaturizeParams, out_
     n_frames, counts = fill_cache(rows, params)
     summary = write_split_arrays(rows, n_frames, params, out_dir)
     classes = sorted({row["label"] for row in rows})
-    meta = {
-        "classes": classes,
-        "featurize": feature_key_params(params),
-        "feature_shape": list(feature_shape(params)),
-        "splits": summary,
-    }
+    meta = {"classes": classes, **feature_description(params), "splits": summary}
     with open(Path(out_dir) / "meta.json", "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
     return {**counts, **summary}

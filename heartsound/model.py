@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from heartsound.config import TrainParams
-from heartsound.inference import METADATA_FILE, MODEL_FILE, TFLITE_FILE, to_input
+from heartsound.model_dir import METADATA_FILE, MODEL_FILE, TFLITE_FILE, to_input
 
 
 def seed_everything(seed: int) -> None:

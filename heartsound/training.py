@@ -8,24 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
-from heartsound import evaluation, features, inference, model
+from heartsound import evaluation, features, model
 from heartsound.config import Params
+from heartsound.model_dir import FORMAT
 
 
-def encode(labels, classes) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[label] for label in labels], dtype=np.int64)
+def model_metadata(params: Params, classes: list[str], features_meta: dict) -> dict:
+    """What a model needs to be used correctly: classes, feature params, input shape, aggregation.
 
-
-def model_metadata(params: Params, classes: list[str], feature_params: dict) -> dict:
-    """What a model needs to be used correctly: classes, feature params, input shape, aggregation."""
+    The feature params and shape come from the features directory (featurize's meta.json), not from
+    params.yaml: the train stage's output may only depend on what dvc.yaml lists for it.
+    """
     import keras
 
     return {
-        "format": inference.FORMAT,
+        "format": FORMAT,
         "classes": list(classes),
-        "featurize": feature_params,
-        "input_shape": [feature_params["n_mfcc"], features.frames_per_window(params.featurize), 1],
+        "featurize": features_meta["featurize"],
+        "input_shape": [*features_meta["feature_shape"], 1],
         "aggregation": params.evaluate.aggregation,
         "model": params.train.model,
         "dataset": params.data.dataset,
@@ -46,9 +46,9 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) 
     with Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         trained, history = model.train(
             np.asarray(x_train),
-            encode(w_train["label"], classes),
+            evaluation.encode(w_train["label"], classes),
             np.asarray(x_val),
-            encode(w_val["label"], classes),
+            evaluation.encode(w_val["label"], classes),
             len(classes),
             params.train,
             callbacks=[DVCLiveCallback(live=live)],
@@ -58,22 +58,8 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) 
         best = int(np.argmin(history["val_loss"])) if stopped else len(history["loss"]) - 1
         live.summary["best_epoch"] = best + 1
         live.summary["epochs_run"] = len(history["loss"])
-    model.save(trained, model_metadata(params, classes, meta["featurize"]), model_dir)
+    model.save(trained, model_metadata(params, classes, meta), model_dir)
     return {"epochs_run": len(history["loss"]), "best_epoch": best + 1}
-
-
-def recording_predictions(probs: np.ndarray, windows, classes, how: str):
-    """Window probabilities -> (recording ids, true labels, predicted labels, recording probabilities, groups)."""
-    rec_probs = evaluation.aggregate(probs, windows["recording_id"], how)
-    firsts = windows.groupby("recording_id", sort=False)[["label", "group"]].first().loc[rec_probs.index]
-    predicted = np.asarray(classes)[rec_probs.to_numpy().argmax(axis=1)]
-    return (
-        rec_probs.index.to_list(),
-        firsts["label"].to_numpy(),
-        predicted,
-        rec_probs.to_numpy(),
-        firsts["group"].to_numpy(),
-    )
 
 
 def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path: str, plots_dir: str) -> dict:
@@ -83,7 +69,9 @@ def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path
     x_test, w_test = features.load_split(features_dir, "test")
     keras_model = model.load_keras(model_dir)
     probs = model.predict_windows(keras_model, np.asarray(x_test))
-    ids, y_true, y_pred, rec_probs, groups = recording_predictions(probs, w_test, classes, params.evaluate.aggregation)
+    ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
+        probs, w_test, classes, params.evaluate.aggregation
+    )
     metrics = evaluation.score(y_true, y_pred, classes, params.data.dataset, groups)
     metrics["split"] = "test"
     os.makedirs(Path(metrics_path).parent, exist_ok=True)
@@ -95,17 +83,6 @@ def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path
     with open(plots_dir / "confusion.json", "w", encoding="utf-8") as f:
         json.dump([{"actual": t, "predicted": p} for t, p in zip(y_true, y_pred)], f)
     # Recording-level test predictions: what predict must reproduce.
-    table = predictions_table(ids, y_true, y_pred, rec_probs, classes)
+    table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
     table.to_csv(Path(metrics_path).parent / "test_predictions.csv", index=False, float_format="%.6f")
     return metrics
-
-
-def predictions_table(ids, y_true, y_pred, rec_probs, classes):
-    """One row per recording: recording_id, label, predicted, p_<class> for every class."""
-    import pandas as pd
-
-    table = pd.DataFrame(rec_probs, columns=[f"p_{c}" for c in classes])
-    table.insert(0, "recording_id", ids)
-    table.insert(1, "label", y_true)
-    table.insert(2, "predicted", y_pred)
-    return table

@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from missing import skip_or_fail
 
 from heartsound.datasets import READERS, LayoutError, circor2022, folder, get_reader, physionet2016, yaseen2018
 
@@ -15,7 +16,7 @@ SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 @pytest.fixture
 def samples() -> Path:
     if not SAMPLES.is_dir():
-        pytest.skip(f"sample datasets not found at {SAMPLES}")
+        skip_or_fail(f"sample datasets not found at {SAMPLES}")
     return SAMPLES
 
 

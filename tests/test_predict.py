@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from heartsound import cli, config, features, inference
-from heartsound.predict import find_recordings, predict
+from heartsound import cli, features, inference
+from heartsound.model_dir import METADATA_FILE, TFLITE_FILE
+from heartsound.prediction import find_recordings, predict
 
 CLASSES = ["murmur", "normal", "other"]
 # Small windows keep the model and the features tiny: input (13, 32, 1).
@@ -45,7 +46,7 @@ out_dir, classes = sys.argv[1], sys.argv[2].split(",")
 params = config.parse({"featurize": %r, "train": {"seed": 1}})
 model.seed_everything(1)
 cnn = model.build_model("seed_cnn", (*features.feature_shape(params.featurize), 1), len(classes), 1e-3)
-meta = training.model_metadata(params, classes, features.feature_key_params(params.featurize))
+meta = training.model_metadata(params, classes, features.feature_description(params.featurize))
 model.save(cnn, meta, out_dir)
 """
 
@@ -154,7 +155,7 @@ def test_predict_rows_are_evaluates_aggregation_of_window_probabilities(tiny_mod
 
 
 def test_max_aggregation_from_metadata_is_used(model_copy, recordings):
-    meta_path = model_copy / inference.METADATA_FILE
+    meta_path = model_copy / METADATA_FILE
     meta = json.loads(meta_path.read_text())
     meta["aggregation"] = "max"
     meta_path.write_text(json.dumps(meta))
@@ -210,7 +211,7 @@ def test_find_recordings_expands_directories_and_globs(tmp_path):
 
 
 def _edit_metadata(model_dir: Path, change) -> None:
-    path = model_dir / inference.METADATA_FILE
+    path = model_dir / METADATA_FILE
     meta = json.loads(path.read_text())
     change(meta)
     path.write_text(json.dumps(meta))
@@ -239,27 +240,15 @@ def test_inconsistent_metadata_is_refused(model_copy, recordings, change, messag
 def test_missing_model_says_how_to_get_one(tmp_path, model_copy, recordings):
     with pytest.raises(inference.ModelError, match=r"'.*nowhere' does not exist.*dvc repro.*dvc pull"):
         predict(recordings[:1], model=tmp_path / "nowhere")
-    (model_copy / inference.METADATA_FILE).unlink()
+    (model_copy / METADATA_FILE).unlink()
     with pytest.raises(inference.ModelError, match=r"model.json is missing.*dvc repro.*dvc pull"):
         predict(recordings[:1], model=model_copy)
 
 
 def test_missing_tflite_points_to_the_keras_backend(model_copy, recordings):
-    (model_copy / inference.TFLITE_FILE).unlink()
+    (model_copy / TFLITE_FILE).unlink()
     with pytest.raises(inference.ModelError, match="--backend keras"):
         predict(recordings[:1], model=model_copy)
-
-
-def test_inference_file_names_match_the_model_module():
-    # heartsound.model imports neither TensorFlow nor scikit-learn at module level, so this stays cheap.
-    from heartsound import model
-
-    assert (inference.MODEL_FILE, inference.TFLITE_FILE, inference.METADATA_FILE) == (
-        model.MODEL_FILE,
-        model.TFLITE_FILE,
-        model.METADATA_FILE,
-    )
-    assert config.CHOICES["evaluate.aggregation"] == ("mean", "max")
 
 
 def cli_run(capsys, *args: str) -> tuple[int, str, str]:

@@ -18,7 +18,7 @@ params = config.parse({"featurize": {"n_mfcc": 13, "n_mels": 26, "n_fft": 128, "
 model.seed_everything(1)
 classes = ["murmur", "normal"]
 cnn = model.build_model("seed_cnn", (*features.feature_shape(params.featurize), 1), len(classes), 1e-3)
-model.save(cnn, training.model_metadata(params, classes, features.feature_key_params(params.featurize)), sys.argv[1])
+model.save(cnn, training.model_metadata(params, classes, features.feature_description(params.featurize)), sys.argv[1])
 """
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 

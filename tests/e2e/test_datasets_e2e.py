@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 from conftest import REPO_ROOT, make_project
+from missing import skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ TINY_PARAMS = {
 def samples_project(tmp_path_factory):
     """A project with each sample set `dvc add`-ed under data/raw/<name>, nothing run yet."""
     if not SAMPLES.is_dir():
-        pytest.skip(f"sample datasets not found at {SAMPLES}")
+        skip_or_fail(f"sample datasets not found at {SAMPLES}")
     project = make_project(tmp_path_factory.mktemp("datasets") / "project", params=TINY_PARAMS, pull=False)
     for name in SAMPLE_SETS:
         shutil.copytree(SAMPLES / name, project.path / "data" / "raw" / name)

@@ -1,4 +1,5 @@
-"""Incremental featurize under real `dvc repro`: one changed recording recomputes one cache entry."""
+"""Incremental featurize under real `dvc repro`: one changed recording recomputes one cache entry, changed feature
+code recomputes them all."""
 
 import ast
 
@@ -42,3 +43,21 @@ def test_one_changed_recording_is_the_only_one_recomputed(project):
     assert featurize_summary(project.dvc("repro", "-f", "-s", "featurize").stdout)["cached"] == 0
     for split, array in kept.items():
         assert np.array_equal(np.load(project.path / f"data/features/{split}.npy"), array), split
+
+
+def test_changed_feature_code_recomputes_every_recording(project):
+    first = project.dvc("repro", "featurize").stdout
+    n_recordings = featurize_summary(first)["computed"]
+    project.commit("featurized")
+    before = np.load(project.path / "data/features/train.npy")
+
+    # A constant of the feature code, with no version number bumped anywhere.
+    source = project.path / "heartsound/features.py"
+    source.write_text(source.read_text().replace("TOP_DB = 80.0", "TOP_DB = 40.0"))
+    assert "featurize" in project.dvc("status", "featurize").stdout
+    second = project.dvc("repro", "featurize").stdout
+    assert (featurize_summary(second)["computed"], featurize_summary(second)["cached"]) == (n_recordings, 0)
+    after = np.load(project.path / "data/features/train.npy")
+    assert after.shape == before.shape and not np.array_equal(after, before)
+    # A floor 40 dB below the peak instead of 80: the quietest log-mel bands are clipped higher.
+    assert after[:, 0].min() > before[:, 0].min()

@@ -59,3 +59,32 @@ def test_metrics_diff_between_commits(built_project):
     assert "train.learning_rate" in params_diff
     built_project.git("checkout", "params.yaml", "dvc.lock")
     built_project.dvc("checkout", "-q")
+
+
+@pytest.mark.parametrize(
+    ("module", "stages"),
+    [
+        # load_split lives here: every stage that reads the feature arrays reruns, not featurize alone.
+        ("heartsound/features.py", ["crossval", "evaluate", "featurize", "train"]),
+        # The model directory layout and to_input: train, evaluate and crossval.
+        ("heartsound/model_dir.py", ["crossval", "evaluate", "train"]),
+        ("heartsound/splits.py", ["crossval", "prepare"]),
+        # Python runs the package's __init__ before any of its modules.
+        ("heartsound/__init__.py", ["crossval", "evaluate", "featurize", "prepare", "train"]),
+    ],
+)
+def test_editing_a_module_marks_the_stages_that_import_it(built_project, module, stages):
+    path = built_project.path / module
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    try:
+        status = json.loads(built_project.dvc("status", "--json").stdout)
+    finally:
+        path.write_text(original)
+    # Stages whose changed deps name the module (other tests of this module may leave uncached outputs changed).
+    changed = sorted(
+        stage
+        for stage, entries in status.items()
+        if any(module in entry.get("changed deps", {}) for entry in entries if isinstance(entry, dict))
+    )
+    assert changed == stages

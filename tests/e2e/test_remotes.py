@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from missing import skip_or_fail
 from servers import find_sshd, run_http_server, run_sshd
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +92,7 @@ def add_ssh_remote(project, server, store: Path) -> None:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     if find_sshd() is None:
-        pytest.skip("OpenSSH sshd not found: install openssh-server (.ci/run does) to run the SSH remote tests")
+        skip_or_fail("OpenSSH sshd not found: install openssh-server (.ci/run does) to run the SSH remote tests")
     with run_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
 

@@ -1,7 +1,7 @@
 """Classify recording files with a trained model: training's features, evaluate's aggregation, one row per file.
 
-Module-level imports stay light (`import heartsound` imports this module); numpy, pandas,
-librosa and the model backends are imported when predict() runs.
+Module-level imports stay light (`heartsound.predict` loads this module); numpy, pandas and the model
+backends are imported when predict() runs.
 """
 
 from __future__ import annotations
