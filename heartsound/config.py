@@ -65,6 +65,8 @@ class TrainParams:
     augment: bool = False  # random time shift and gain of training windows
     lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the epochs)
     ensemble: int = 1  # models trained with seeds seed, seed + 1, ...; their probabilities averaged
+    # TensorFlow's intra-op threads (inter-op: 1). The numbers depend on it, so it is a param, not the core count.
+    threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class CrossvalParams:
     seed: int = 42
     # Share of each fold's training groups held out for early stopping.
     val_fraction: float = 0.15
+    # Training seeds per fold (train.seed, +100, +200, ...): the spread of the cv mean over them is the noise
+    # floor that a difference between two runs must clear.
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -246,8 +251,10 @@ def _check(params: Params) -> list[str]:
     c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
     c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
+    c.require(1 <= t.threads <= 64, "train.threads", "must be between 1 and 64", t.threads)
     cv = params.crossval
     c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)
+    c.require(1 <= cv.seeds <= 10, "crossval.seeds", "must be between 1 and 10", cv.seeds)
     c.require(0 < cv.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)", cv.val_fraction)
     return c.errors
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -14,6 +15,8 @@ from heartsound.config import Params
 LONG_MIN_S = 4.0
 SUMMARY_KEYS = ("macro_f1", "balanced_accuracy", "accuracy")
 SCREENING_KEYS = ("sensitivity", "specificity", "macc")
+# Training seeds of a fold are train.seed, +SEED_STEP, ...: clear of the train.ensemble members' seed, seed+1, ...
+SEED_STEP = 100
 
 
 def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
@@ -42,19 +45,33 @@ def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataF
 
 
 def summarise(values) -> dict:
-    """{"mean", "std", "folds"} of per-fold values (population std, as over a fixed set of folds)."""
-    values = [float(v) for v in values]
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "folds": values}
+    """{"mean", "std", "folds"} of [seeds][folds] values, and "seed_std", "seeds" when there are several seeds.
+
+    std is the population std over the folds of each fold's seed-averaged score: how much the folds differ.
+    seed_std is the sample std over the seeds of the cv mean: how far a rerun with other seeds would move the
+    mean, the noise floor a difference between two runs has to clear.
+    """
+    values = np.asarray(values, dtype=float).reshape(len(values), -1)
+    per_fold = values.mean(axis=0)
+    out = {"mean": float(values.mean()), "std": float(per_fold.std()), "folds": per_fold.tolist()}
+    if len(values) > 1:
+        per_seed = values.mean(axis=1)
+        out["seed_std"] = float(per_seed.std(ddof=1))
+        out["seeds"] = per_seed.tolist()
+    return out
 
 
-def summary(fold_scores: list[dict], classes) -> dict:
-    """Per-fold score dicts (evaluation.score output) -> cv.json's shape."""
-    out = {key: summarise([s[key] for s in fold_scores]) for key in SUMMARY_KEYS}
-    out["per_class_f1"] = {c: summarise([s["per_class"][c]["f1"] for s in fold_scores]) for c in classes}
-    screening = [s.get("screening") for s in fold_scores]
-    if all(screening):
-        out["screening"] = {key: summarise([s[key] for s in screening]) for key in SCREENING_KEYS}
-    out["n_recordings"] = int(sum(s["n_recordings"] for s in fold_scores))
+def summary(scores: list[list[dict]], classes) -> dict:
+    """Score dicts (evaluation.score output) per seed and fold, [seeds][folds] -> cv.json's shape."""
+
+    def over_all(get) -> dict:
+        return summarise([[get(fold) for fold in seed] for seed in scores])
+
+    out = {key: over_all(lambda s, key=key: s[key]) for key in SUMMARY_KEYS}
+    out["per_class_f1"] = {c: over_all(lambda s, c=c: s["per_class"][c]["f1"]) for c in classes}
+    if all(fold.get("screening") for seed in scores for fold in seed):
+        out["screening"] = {key: over_all(lambda s, key=key: s["screening"][key]) for key in SCREENING_KEYS}
+    out["n_recordings"] = int(sum(fold["n_recordings"] for fold in scores[0]))
     return out
 
 
@@ -72,14 +89,16 @@ def fold_indices(recordings: pd.DataFrame, params: Params):
 
 
 def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tuple[dict, pd.DataFrame]:
-    """Train and score the configured model on every fold.
+    """Train and score the configured model on every fold, once per training seed (crossval.seeds).
 
-    Returns (cv metrics as written to cv.json, out-of-fold recording predictions).
+    Returns (cv metrics as written to cv.json, out-of-fold recording predictions of every seed).
     """
     classes = features.load_meta(features_dir)["classes"]
     x, windows, recordings = load_all(features_dir, manifest)
     y = evaluation.encode(windows["label"], classes)
-    scores, long_scores, predictions = [], [], []
+    seeds = [params.train.seed + SEED_STEP * i for i in range(params.crossval.seeds)]
+    scores, long_scores = [[] for _ in seeds], [[] for _ in seeds]
+    predictions = []
     started = time.monotonic()
     for fold, (train_r, val_r, test_r) in enumerate(fold_indices(recordings, params)):
         if params.train.patience == 0:
@@ -89,28 +108,37 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
             name: windows["recording_id"].isin(recordings["recording_id"].iloc[idx]).to_numpy()
             for name, idx in (("train", train_r), ("val", val_r), ("test", test_r))
         }
-        trained, history = model.train(
-            x[part["train"]], y[part["train"]], x[part["val"]], y[part["val"]], len(classes), params.train, verbose=0
-        )
         test_windows = windows[part["test"]]
-        probs = model.predict_windows(trained, x[part["test"]])
-        ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
-            probs, test_windows, classes, params.evaluate.aggregation
-        )
-        scores.append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
-        long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
-        if long.any():
-            long_scores.append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
-        table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
-        table.insert(3, "fold", fold)
-        predictions.append(table)
-        log(
-            f"fold {fold}: {len(train_r)}/{len(val_r)}/{len(test_r)} recordings, {len(history['loss'])} epochs, "
-            f"macro-F1 {scores[-1]['macro_f1']:.3f}, balanced acc {scores[-1]['balanced_accuracy']:.3f}, "
-            f"{time.monotonic() - started:.0f} s"
-        )
+        for nth, seed in enumerate(seeds):
+            trained, history = model.train(
+                x[part["train"]],
+                y[part["train"]],
+                x[part["val"]],
+                y[part["val"]],
+                len(classes),
+                dataclasses.replace(params.train, seed=seed),
+                verbose=0,
+            )
+            probs = model.predict_windows(trained, x[part["test"]])
+            ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
+                probs, test_windows, classes, params.evaluate.aggregation
+            )
+            scores[nth].append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
+            long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
+            if long.any():
+                long_scores[nth].append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
+            table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
+            table.insert(3, "fold", fold)
+            table.insert(4, "seed", seed)
+            predictions.append(table)
+            log(
+                f"fold {fold}, seed {seed}: {len(train_r)}/{len(val_r)}/{len(test_r)} recordings, "
+                f"{len(history['loss'])} epochs, macro-F1 {scores[nth][-1]['macro_f1']:.3f}, "
+                f"balanced acc {scores[nth][-1]['balanced_accuracy']:.3f}, {time.monotonic() - started:.0f} s"
+            )
     metrics = summary(scores, classes)
-    if long_scores:  # over the folds that have recordings of LONG_MIN_S or more
+    if all(long_scores):  # over the folds that have recordings of LONG_MIN_S or more
         metrics["long_only"] = {"min_duration_s": LONG_MIN_S, **summary(long_scores, classes)}
     metrics["folds"] = params.crossval.folds
+    metrics["seeds"] = seeds
     return metrics, pd.concat(predictions, ignore_index=True)

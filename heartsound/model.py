@@ -12,13 +12,32 @@ import numpy as np
 from heartsound.config import TrainParams
 from heartsound.model_dir import METADATA_FILE, MODEL_FILE, TFLITE_FILE, to_input
 
+# The same params must give the same numbers on any x86-64 machine, whatever its environment says. TensorFlow's
+# matrix products and convolutions run oneDNN kernels chosen by the CPU's instruction set: AVX-512 and AVX2
+# kernels round differently (measured: different predictions after 3 epochs). Capping oneDNN at AVX2, which every
+# x86-64 CPU of the last decade has, makes every machine run the same kernels. Read when TensorFlow loads,
+# so set here, in the one module that imports it, before it does; set, not defaulted, so no environment
+# variable that DVC cannot see changes a result. docs/compare.md has the measurements.
+DETERMINISM_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_DETERMINISTIC_OPS": "1"}
+os.environ.update(DETERMINISM_ENV)
 
-def seed_everything(seed: int) -> None:
-    """Fixed seeds and deterministic ops: same params, same weights, on CPU."""
-    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+
+def set_threads(threads: int) -> None:
+    """TensorFlow's thread pools from params (train.threads), not from the machine's core count: how a product
+    is split across threads changes its rounding. Only before TensorFlow's first op; the same value again is a no-op.
+    """
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def seed_everything(seed: int, threads: int = TrainParams.threads) -> None:
+    """Fixed seeds, thread counts and deterministic ops: same params, same weights, on CPU."""
     import keras
     import tensorflow as tf
 
+    set_threads(threads)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -169,7 +188,7 @@ def _train_one(x_train, y_train, x_val, y_val, n_classes: int, params: TrainPara
     """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
     import keras
 
-    seed_everything(params.seed)
+    seed_everything(params.seed, params.threads)
     learning_rate = params.learning_rate
     if params.lr_schedule == "cosine":
         steps = params.epochs * int(np.ceil(len(x_train) / params.batch_size))

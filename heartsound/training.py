@@ -67,6 +67,7 @@ def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path
     with open(Path(model_dir) / model.METADATA_FILE, encoding="utf-8") as f:
         classes = json.load(f)["classes"]
     x_test, w_test = features.load_split(features_dir, "test")
+    model.set_threads(params.train.threads)
     keras_model = model.load_keras(model_dir)
     probs = model.predict_windows(keras_model, np.asarray(x_test))
     ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(

@@ -68,7 +68,8 @@ def _fold(macro_f1, bal_acc, acc, f1_a, f1_b, se, sp, n):
 
 def test_summary_gives_mean_population_std_and_fold_values():
     folds = [_fold(0.5, 0.6, 0.7, 0.2, 0.8, 1.0, 0.5, 10), _fold(0.7, 0.8, 0.9, 0.4, 1.0, 0.5, 0.5, 12)]
-    out = crossval.summary(folds, ["a", "b"])
+    out = crossval.summary([folds], ["a", "b"])
+    assert "seed_std" not in out["macro_f1"]  # one seed: no seed noise to report
     assert out["macro_f1"]["mean"] == pytest.approx(0.6)
     assert out["macro_f1"]["std"] == pytest.approx(0.1)  # population std, not the sample one (0.141)
     assert out["macro_f1"]["folds"] == [0.5, 0.7]
@@ -84,7 +85,19 @@ def test_summary_gives_mean_population_std_and_fold_values():
 def test_summary_leaves_out_screening_when_a_fold_has_none():
     folds = [_fold(0.5, 0.6, 0.7, 0.2, 0.8, 1.0, 0.5, 10), _fold(0.7, 0.8, 0.9, 0.4, 1.0, 0.5, 0.5, 12)]
     folds[1].pop("screening")
-    assert "screening" not in crossval.summary(folds, ["a", "b"])
+    assert "screening" not in crossval.summary([folds], ["a", "b"])
+
+
+def test_summary_over_seeds_separates_fold_spread_from_seed_noise():
+    # Two seeds on the same two folds: fold 1 is easier by 0.2 under both seeds, seed 2 is better by 0.1 on both.
+    seed_1 = [_fold(0.5, 0.6, 0.7, 0.2, 0.8, 1.0, 0.5, 10), _fold(0.7, 0.8, 0.9, 0.4, 1.0, 0.5, 0.5, 12)]
+    seed_2 = [_fold(0.6, 0.6, 0.7, 0.2, 0.8, 1.0, 0.5, 10), _fold(0.8, 0.8, 0.9, 0.4, 1.0, 0.5, 0.5, 12)]
+    out = crossval.summary([seed_1, seed_2], ["a", "b"])["macro_f1"]
+    assert out["mean"] == pytest.approx(0.65)
+    assert out["folds"] == pytest.approx([0.55, 0.75])
+    assert out["std"] == pytest.approx(0.1)  # over folds, after averaging the seeds
+    assert out["seeds"] == pytest.approx([0.6, 0.7])
+    assert out["seed_std"] == pytest.approx(0.0707107, abs=1e-6)  # sample std of the two cv means
 
 
 def save_split(features_dir: Path, split: str, x: np.ndarray, table: pd.DataFrame) -> None:
@@ -133,16 +146,21 @@ def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
     params = config.parse(
         {
             "train": {"model": "cnn1d", "epochs": 2, "batch_size": 8, "patience": 0},
-            "crossval": {"folds": 2, "seed": 0},
+            "crossval": {"folds": 2, "seed": 0, "seeds": 2},
             "data": {"dataset": "folder"},
         }
     )
     metrics, predictions = crossval.run(params, tmp_path, manifest, log=lambda _: None)
-    assert sorted(predictions["recording_id"]) == sorted(manifest["recording_id"])
+    assert sorted(set(predictions["recording_id"])) == sorted(manifest["recording_id"])
+    # Every recording scored once per seed, always in the same fold.
+    assert predictions.groupby("recording_id")["seed"].nunique().min() == 2
+    assert len(predictions) == 2 * len(manifest)
     assert predictions.groupby("recording_id")["fold"].nunique().max() == 1
     groups = manifest.set_index("recording_id").loc[predictions["recording_id"], "group"].to_numpy()
     assert predictions.groupby(groups)["fold"].nunique().max() == 1
     assert len(metrics["macro_f1"]["folds"]) == 2
+    assert metrics["seeds"] == [42, 142] and len(metrics["macro_f1"]["seeds"]) == 2
+    assert metrics["macro_f1"]["seed_std"] >= 0
     assert set(metrics["per_class_f1"]) == set(classes)
     assert metrics["n_recordings"] == 20
     assert metrics["long_only"]["n_recordings"] == 16
