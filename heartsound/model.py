@@ -18,7 +18,7 @@ from heartsound.model_dir import METADATA_FILE, MODEL_FILE, TFLITE_FILE, to_inpu
 # x86-64 CPU of the last decade has, makes every machine run the same kernels. Read when TensorFlow loads,
 # so set here, in the one module that imports it, before it does; set, not defaulted, so no environment
 # variable that DVC cannot see changes a result. docs/compare.md has the measurements.
-DETERMINISM_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_DETERMINISTIC_OPS": "1"}
+DETERMINISM_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "1", "TF_DETERMINISTIC_OPS": "1"}
 os.environ.update(DETERMINISM_ENV)
 
 
