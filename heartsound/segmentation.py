@@ -522,7 +522,7 @@ def _matched_mask(predicted: np.ndarray, reference: np.ndarray, tolerance_s: flo
     if not len(predicted) or not len(reference):
         return matched
     distance = np.abs(predicted[:, None] - reference[None, :])
-    pairs = np.argwhere(distance <= tolerance_s)
+    pairs = np.argwhere(distance <= tolerance_s + 1e-9)  # inclusive, whatever the float rounding of the times
     order = np.argsort(distance[pairs[:, 0], pairs[:, 1]], kind="stable")
     reference_used = np.zeros(len(reference), dtype=bool)
     for p, r in pairs[order]:
