@@ -46,16 +46,18 @@ FEATURE_NAMES = ("homomorphic_envelope", "hilbert_envelope", "power_40_60hz", "h
 # cross-validation on circor2022-more; 1.0 costs ~0.01 F1).
 EMISSION_WEIGHT = 0.5
 
-MIN_DURATION_S = 3.0
+# Two heart cycles at 80 bpm; the Yaseen 2018 clips are 1.5 to 4 s long.
+MIN_DURATION_S = 1.5
 # Candidate heart periods: 30 to ~220 bpm (children in CirCor reach 180 bpm).
 MIN_PERIOD_S, MAX_PERIOD_S = 0.27, 2.0
 # Rhythm checks. Below this autocorrelation peak the envelope has no period worth decoding: a 50 Hz hum is at 0.08,
 # annotated CirCor recordings at 0.14 and up but one, whose annotated 2.5 s lie in 29 s of mostly noise (0.08).
 MIN_RHYTHM_AUTOCORRELATION = 0.1
-# White or brown noise has a period-like autocorrelation peak by chance (up to 0.16 in 20 s), but its decoded
-# segmentation explains the features no better than one Gaussian for all frames (<= 0 nats per frame); annotated
-# CirCor recordings gain 0.3 to 1.5.
-MIN_LOG_LIKELIHOOD_GAIN = 0.15
+# White or brown noise has a period-like autocorrelation peak by chance (up to 0.16 in 20 s), but on average its
+# decoded segmentation explains the features no better than one Gaussian for all frames does (gain <= 0 nats per
+# frame); heart sounds gain 0.3 to 1.5. The chance gain of noise spreads as 1 / sqrt(duration): the threshold is
+# GAIN_AT_1S / sqrt(duration_s), and at least MIN_GAIN (see docs/segmentation.md for the rates on noise and CirCor).
+GAIN_AT_1S, MIN_GAIN = 0.6, 0.15
 ONSET_TOLERANCE_S = 0.06
 
 
@@ -453,15 +455,18 @@ def segment_features(
     states, _ = max(decoded, key=lambda d: d[1])
     period_s, systolic_s = _measured_period(states)
     if math.isnan(period_s):
-        return _no_rhythm("fewer than 2 heart cycles decoded", duration_s)
-    states, _ = _decode_with(log_emission, model, [(period_s, systolic_s, model.systole_sd_s)])[0]
+        return _no_rhythm("no full heart cycle decoded", duration_s)
+    redecoded, _ = _decode_with(log_emission, model, [(period_s, systolic_s, model.systole_sd_s)])[0]
+    if not math.isnan(_measured_period(redecoded)[0]):
+        states = redecoded
     # A cyclic segmentation of noise explains its envelope no better than one Gaussian for all frames does.
     explained = float(np.mean(log_emission[np.arange(len(states)), states])) / model.emission_weight
     gain = explained - float(np.mean(model.log_null_emission(features)))
-    if gain < MIN_LOG_LIKELIHOOD_GAIN:
+    min_gain = max(GAIN_AT_1S / math.sqrt(duration_s), MIN_GAIN)
+    if gain < min_gain:
         return _no_rhythm(
-            f"no heart sounds: the segmentation explains the envelope {gain:.2f} < {MIN_LOG_LIKELIHOOD_GAIN} nats per "
-            "frame better than no segmentation",
+            f"no heart sounds: the segmentation explains the envelope {gain:.2f} < {min_gain:.2f} nats per frame "
+            "better than no segmentation",
             duration_s,
         )
     return _to_segmentation(states, duration_s)
@@ -482,10 +487,10 @@ def _onset_frames(states: np.ndarray, state: int) -> np.ndarray:
 
 
 def _measured_period(states: np.ndarray) -> tuple[float, float]:
-    """The heart period and the systolic interval (s) of a decoding (see Segmentation); NaN with fewer than 2 full
-    cycles."""
+    """The heart period and the systolic interval (s) of a decoding (see Segmentation); NaN without a full cycle
+    (two S1 onsets)."""
     s1, s2 = _onset_frames(states, S1 - 1), _onset_frames(states, S2 - 1)
-    if len(s1) < 3:
+    if len(s1) < 2:
         return float("nan"), float("nan")
     after = np.searchsorted(s2, s1[:-1])
     valid = after < len(s2)
@@ -494,7 +499,8 @@ def _measured_period(states: np.ndarray) -> tuple[float, float]:
     # missed or an extra beat.
     intervals = np.diff(s1)
     typical = intervals[np.abs(intervals - np.median(intervals)) <= 0.25 * np.median(intervals)]
-    return float(np.mean(typical)) / FEATURE_RATE_HZ, float(np.median(systolic)) / FEATURE_RATE_HZ
+    period = float(np.mean(typical)) if len(typical) else float(np.median(intervals))
+    return period / FEATURE_RATE_HZ, float(np.median(systolic)) / FEATURE_RATE_HZ
 
 
 def _to_segmentation(states: np.ndarray, duration_s: float) -> Segmentation:

@@ -64,6 +64,15 @@ def test_synthetic_onsets_and_heart_rate(heart_rate_bpm, rate_hz):
         assert np.all(np.min(np.abs(predicted[:, None] - reference[None, :]), axis=1) <= 0.06)
 
 
+def test_a_short_clip_is_segmented():
+    # Yaseen 2018 clips are 1.5 to 4 s long.
+    samples, rate, s1, _ = synthetic_pcg(80, duration_s=2.5, seed=3)
+    result = sg.segment(samples, rate)
+    assert result.rhythm_found, result.reason
+    assert abs(result.heart_rate_bpm - 80) < 5
+    assert sg.score_onsets(_inner(result.s1_onsets_s, 2.5), s1)[2] == 1.0
+
+
 def test_intervals_tile_the_recording_in_cyclic_order():
     samples, rate, _, _ = synthetic_pcg(80, duration_s=10.0)
     result = sg.segment(samples, rate)
