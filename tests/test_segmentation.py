@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import signal
 
+from heartsound import cycles
 from heartsound import segmentation as sg
 
 # ../shared/samples beside the checkout (and beside CI's clone): real files in the original layouts.
@@ -22,12 +24,18 @@ CROSS_VALIDATED_MIN_F1 = 0.92
 
 def synthetic_pcg(heart_rate_bpm, duration_s=12.0, rate_hz=4000, seed=0, noise=0.05):
     """Tone bursts on white noise: S1 100 ms of 45 Hz, S2 80 ms of 60 Hz and 0.7 as loud, S1 to S2 0.1 s + 0.28
-    period (a child's systole); returns (samples, rate, S1 onsets, S2 onsets)."""
-    rng = np.random.default_rng(seed)
+    period (a child's systole); returns (samples, rate, S1 onsets, S2 onsets), the onsets 0.3 s or more inside."""
     period = 60.0 / heart_rate_bpm
-    samples = noise * rng.standard_normal(int(duration_s * rate_hz))
     s1 = np.arange(0.25 - period, duration_s, period)  # the rhythm runs across both ends
-    s2 = s1 + 0.1 + 0.28 * period
+    samples = pcg_from_onsets(s1, s1 + 0.1 + 0.28 * period, duration_s, rate_hz, seed, noise)
+    return samples, rate_hz, _inner(s1, duration_s), _inner(s1 + 0.1 + 0.28 * period, duration_s)
+
+
+def pcg_from_onsets(s1, s2, duration_s, rate_hz=4000, seed=0, noise=0.05, murmur=0.0):
+    """S1 and S2 tone bursts at the given onsets on white noise; murmur > 0 adds 100-300 Hz noise of that RMS
+    between each S1's end and the next S2 (a holosystolic murmur)."""
+    rng = np.random.default_rng(seed)
+    samples = noise * rng.standard_normal(int(duration_s * rate_hz))
     for onsets, length_s, freq_hz, gain in ((s1, 0.10, 45.0, 1.0), (s2, 0.08, 60.0, 0.7)):
         n = int(length_s * rate_hz)
         burst = gain * np.sin(2 * np.pi * freq_hz * np.arange(n) / rate_hz) * np.hanning(n)
@@ -36,7 +44,16 @@ def synthetic_pcg(heart_rate_bpm, duration_s=12.0, rate_hz=4000, seed=0, noise=0
             low, high = max(start, 0), min(start + n, len(samples))
             if high > low:
                 samples[low:high] += burst[low - start : high - start]
-    return samples, rate_hz, _inner(s1, duration_s), _inner(s2, duration_s)
+    if murmur:
+        band = signal.butter(4, [100, 300], btype="bandpass", fs=rate_hz, output="sos")
+        hiss = signal.sosfilt(band, rng.standard_normal(len(samples)))
+        hiss *= murmur / hiss.std()
+        for onset in s1:
+            following = s2[s2 > onset]
+            if len(following):
+                low, high = np.clip([int((onset + 0.1) * rate_hz), int(following[0] * rate_hz)], 0, len(samples))
+                samples[low:high] += hiss[low:high]
+    return samples
 
 
 def _inner(onsets, duration_s):
@@ -268,3 +285,62 @@ def _assert_same(a, b, path="model"):
         assert math.isclose(a, b, rel_tol=2e-6, abs_tol=1e-12), (path, a, b)
     else:
         assert a == b, path
+
+
+# --- heart-cycle features ---
+
+
+def _regular_onsets(period_s=0.75, duration_s=15.0):
+    s1 = np.arange(0.25 - period_s, duration_s, period_s)
+    return s1, s1 + 0.1 + 0.28 * period_s
+
+
+def test_cycle_features_of_a_regular_rhythm():
+    s1, s2 = _regular_onsets()
+    samples = pcg_from_onsets(s1, s2, 15.0)
+    features, segmentation = cycles.recording_cycle_features(samples, 4000)
+    named = cycles.as_dict(features)
+    assert features.shape == (len(cycles.FEATURE_NAMES),) and np.isfinite(features).all()
+    assert named["rhythm_found"] == 1.0
+    assert named["heart_rate_bpm"] == segmentation.heart_rate_bpm == pytest.approx(80, abs=2)
+    assert named["cycle_count"] == len(segmentation.s1_onsets_s) - 1 >= 17
+    assert named["rr_mean_s"] == pytest.approx(0.75, abs=0.02)
+    assert named["rr_cv"] < 0.05 and named["rr_max_relative_deviation"] < 0.1
+    assert named["systolic_interval_mean_s"] == pytest.approx(0.31, abs=0.03)
+    assert named["diastolic_interval_mean_s"] == pytest.approx(0.44, abs=0.03)
+    assert named["systolic_interval_mean_s"] + named["diastolic_interval_mean_s"] == pytest.approx(0.75, abs=0.02)
+    # Above the tones the phases hold the same noise. (Below 80 Hz the band filters' ringing around the unit-loud
+    # tones outweighs the quiet noise, and diastole comes out louder.)
+    for name in cycles.ENERGY_NAMES[2:]:
+        assert abs(named[name]) < 0.2, name
+
+
+def test_an_early_beat_shows_in_the_rr_deviation():
+    s1, s2 = _regular_onsets()
+    s1, s2 = s1.copy(), s2.copy()
+    s1[10] -= 0.25  # an extrasystole, 250 ms early, with its S2
+    s2[10] -= 0.25
+    named = cycles.as_dict(cycles.recording_cycle_features(pcg_from_onsets(s1, s2, 15.0), 4000)[0])
+    assert named["rr_max_relative_deviation"] > 0.25
+    assert named["rr_std_s"] > 0.05
+
+
+def test_a_systolic_murmur_shows_in_the_systolic_energy():
+    s1, s2 = _regular_onsets()
+    plain = cycles.as_dict(cycles.recording_cycle_features(pcg_from_onsets(s1, s2, 15.0), 4000)[0])
+    murmur = cycles.as_dict(cycles.recording_cycle_features(pcg_from_onsets(s1, s2, 15.0, murmur=0.1), 4000)[0])
+    assert murmur["rhythm_found"] == 1.0
+    for band in ("80_200hz", "200_400hz"):  # the murmur's band: systole clearly louder than diastole
+        name = f"systolic_diastolic_log10_power_ratio_{band}"
+        assert murmur[name] > 1.0 and abs(plain[name]) < 0.2, name
+    # 400-800 Hz holds no murmur (only the filter's skirt) and no more than 4 kHz / 2 in a 2 kHz recording.
+    low_rate = cycles.as_dict(cycles.recording_cycle_features(pcg_from_onsets(s1, s2, 15.0, rate_hz=1000), 1000)[0])
+    assert low_rate["rhythm_found"] == 1.0
+    assert low_rate["systolic_diastolic_log10_power_ratio_400_800hz"] == cycles.FILL_VALUE
+
+
+def test_no_rhythm_gives_the_fill_value_and_the_flag():
+    features, segmentation = cycles.recording_cycle_features(*_white_noise(3))
+    assert not segmentation.rhythm_found
+    assert np.array_equal(features, np.full(len(cycles.FEATURE_NAMES), cycles.FILL_VALUE))
+    assert cycles.as_dict(features)["rhythm_found"] == 0.0

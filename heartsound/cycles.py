@@ -1,0 +1,133 @@
+"""Per-recording heart-cycle features from a segmentation (heartsound.segmentation): rhythm and per-phase energy.
+
+Rhythm: how many cycles, how regular (RR interval mean, sd, coefficient of variation, and the largest deviation of
+one RR interval from the median: an early beat or an extrasystole shows there), and the S1-to-S2 (systolic) and
+S2-to-S1 (diastolic) interval statistics. Energy: the log10 ratio of systolic to diastolic mean power in five
+bands; a murmur fills systole (or diastole) with sound that the other phase does not have.
+
+The vector has a fixed order (FEATURE_NAMES) and no NaN: a recording without rhythm gets FILL_VALUE everywhere and
+rhythm_found 0; a band the sample rate cannot hold, or a phase never decoded, gets FILL_VALUE for its ratio.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import signal
+
+from heartsound.segmentation import DIASTOLE, SYSTOLE, Segmentation, segment
+
+ENERGY_BANDS_HZ = ((25, 45), (45, 80), (80, 200), (200, 400), (400, 800))
+# Rate the energy is measured at: 800 Hz is then 0.8 of Nyquist, and a 44.1 kHz recording costs no more than 4 kHz.
+ENERGY_RATE_HZ = 2000
+# Phases are measured 20 ms (one decoder frame) in from each boundary: the tail of S1 or S2 stays out of them.
+PHASE_MARGIN_S = 0.02
+FILL_VALUE = 0.0
+
+RHYTHM_NAMES = (
+    "rhythm_found",
+    "cycle_count",
+    "heart_rate_bpm",
+    "rr_mean_s",
+    "rr_std_s",
+    "rr_cv",
+    "rr_max_relative_deviation",
+    "systolic_interval_mean_s",
+    "systolic_interval_std_s",
+    "diastolic_interval_mean_s",
+    "diastolic_interval_std_s",
+    "systolic_fraction",
+)
+ENERGY_NAMES = tuple(f"systolic_diastolic_log10_power_ratio_{low}_{high}hz" for low, high in ENERGY_BANDS_HZ)
+FEATURE_NAMES = RHYTHM_NAMES + ENERGY_NAMES
+
+
+def cycle_features(segmentation: Segmentation, samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """The FEATURE_NAMES vector (float64) of a recording and its segmentation."""
+    features = np.full(len(FEATURE_NAMES), FILL_VALUE)
+    if not segmentation.rhythm_found:
+        return features
+    features[: len(RHYTHM_NAMES)] = _rhythm(segmentation)
+    features[len(RHYTHM_NAMES) :] = _energy_ratios(segmentation, samples, sample_rate_hz)
+    # Whatever slipped through (a degenerate segmentation) is filled, never passed on as NaN.
+    return np.where(np.isfinite(features), features, FILL_VALUE)
+
+
+def recording_cycle_features(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, Segmentation]:
+    """Segment a recording and return its cycle features with the segmentation."""
+    segmentation = segment(samples, sample_rate_hz)
+    return cycle_features(segmentation, samples, sample_rate_hz), segmentation
+
+
+def as_dict(features: np.ndarray) -> dict[str, float]:
+    return {name: float(value) for name, value in zip(FEATURE_NAMES, features)}
+
+
+def _rhythm(segmentation: Segmentation) -> list[float]:
+    s1, s2 = segmentation.s1_onsets_s, segmentation.s2_onsets_s
+    rr = np.diff(s1)
+    # Within each full cycle [S1, next S1): its S2 gives the systolic and the diastolic interval.
+    systolic, diastolic = [], []
+    for start, end in zip(s1[:-1], s1[1:]):
+        inside = s2[(s2 > start) & (s2 < end)]
+        if len(inside):
+            systolic.append(inside[0] - start)
+            diastolic.append(end - inside[0])
+    median_rr = float(np.median(rr)) if len(rr) else math.nan
+    return [
+        1.0,
+        float(len(rr)),
+        segmentation.heart_rate_bpm,
+        _mean(rr),
+        _std(rr),
+        _std(rr) / _mean(rr) if len(rr) else math.nan,
+        float(np.max(np.abs(rr - median_rr)) / median_rr) if len(rr) else math.nan,
+        _mean(systolic),
+        _std(systolic),
+        _mean(diastolic),
+        _std(diastolic),
+        _mean(systolic) / _mean(rr) if systolic else math.nan,
+    ]
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def _std(values) -> float:
+    return float(np.std(values)) if len(values) else math.nan
+
+
+def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_hz: int) -> list[float]:
+    x = np.asarray(samples, dtype=np.float64)
+    rate = int(sample_rate_hz)
+    if rate > ENERGY_RATE_HZ:
+        common = math.gcd(rate, ENERGY_RATE_HZ)
+        x = signal.resample_poly(x, ENERGY_RATE_HZ // common, rate // common)
+        rate = ENERGY_RATE_HZ
+    systole = _phase_samples(segmentation.intervals, SYSTOLE, rate, len(x))
+    diastole = _phase_samples(segmentation.intervals, DIASTOLE, rate, len(x))
+    ratios = []
+    for low, high in ENERGY_BANDS_HZ:
+        if high >= 0.45 * rate or not systole.any() or not diastole.any():
+            ratios.append(math.nan)
+            continue
+        sos = signal.butter(4, [low, high], btype="bandpass", fs=rate, output="sos")
+        power = signal.sosfiltfilt(sos, x) ** 2
+        floor = 1e-9 * float(power.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
+        ratios.append(math.log10((power[systole].mean() + floor) / (power[diastole].mean() + floor)))
+    return ratios
+
+
+def _phase_samples(intervals: np.ndarray, state: int, rate_hz: int, n_samples: int) -> np.ndarray:
+    """Boolean mask of the samples inside the intervals of one state, PHASE_MARGIN_S in from their ends."""
+    mask = np.zeros(n_samples, dtype=bool)
+    for start_s, end_s, interval_state in intervals:
+        if interval_state != state:
+            continue
+        start = int(math.ceil((start_s + PHASE_MARGIN_S) * rate_hz))
+        end = min(int((end_s - PHASE_MARGIN_S) * rate_hz), n_samples)
+        if end > start:
+            mask[start:end] = True
+    return mask
