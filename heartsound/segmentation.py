@@ -10,10 +10,11 @@ IEEE Trans. Biomed. Eng. 63(4):822-832, 2016 (written from the paper; no code of
    state durations set by the heart rate, per-state Gaussian emissions of the features, decoded by a
    duration-aware Viterbi that lets the first and last states run past the ends of the recording.
 
-Differences from the paper: Gaussian emissions instead of logistic regression; no wavelet envelope; the heart
-rate is chosen among the autocorrelation's candidate periods by the decoder's likelihood, which resolves the
-half-period peaks of children's near-symmetric cycles; one re-decoding with the durations measured on the first
-decoding. The fitted parameters live in segmentation_model.json; refit them with
+Differences from the paper: Gaussian emissions instead of logistic regression; the envelope's slope instead of a
+wavelet envelope; cube-root compressed features; the heart period is chosen among the autocorrelation's peaks by
+the decoder's likelihood, which resolves the half-period peaks of children's near-symmetric cycles; a second
+decoding with the durations measured on the first; checks that flag recordings without rhythm. Each is measured
+in docs/segmentation.md. The fitted parameters live in segmentation_model.json; refit them with
 
     python -m heartsound.segmentation fit ../shared/samples/circor2022-more --out heartsound/segmentation_model.json
 """
@@ -418,7 +419,7 @@ def segment(samples: np.ndarray, sample_rate_hz: int, model: Model | None = None
 
     Never raises on bad audio: silence, noise, too short or non-finite input gives rhythm_found=False and a reason.
     """
-    samples = np.asarray(samples)
+    samples = np.asarray(samples, dtype=np.float64)  # also: abs() of the most negative int16 overflows
     if samples.ndim != 1:
         raise ValueError(f"expected mono samples (1-D), got shape {samples.shape}")
     if sample_rate_hz <= 0:
@@ -634,7 +635,8 @@ def frame_states(annotation: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def fit_model(features_and_annotations) -> Model:
-    """Fit the emissions on every annotated frame and the duration model on the annotated intervals."""
+    """Fit the emissions on every annotated frame and the duration model on the annotated intervals, from pairs of
+    (features from envelope_features, annotation table as read_annotation returns it). Deterministic."""
     per_state = [[] for _ in range(4)]
     s1, s2, systole_residuals, diastole_relative = [], [], [], []
     periods, systolic_intervals = [], []
@@ -752,6 +754,8 @@ def main(argv=None) -> int:
     score_parser.add_argument("--verbose", action="store_true", help="one line per recording")
     args = parser.parse_args(argv)
 
+    if args.command == "score" and args.folds == 1:
+        parser.error("--folds needs 2 or more (0: score the given model)")
     recordings = annotated_recordings(args.roots)
     if not recordings:
         parser.error(f"no annotated recordings (.wav with a .tsv beside it) under {', '.join(map(str, args.roots))}")
