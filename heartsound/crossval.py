@@ -1,4 +1,5 @@
-"""Patient-grouped k-fold cross-validation over every featurized recording: fold scores and their mean +- std."""
+"""Cross-validation over every featurized recording: patient-grouped k folds, or leave-one-source-out (a fold per
+device); fold scores, their mean +- std, the seed noise of the mean, and every source's own figures."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataF
     """All splits' windows in one array, and the window and recording tables.
 
     Returns (x [n_windows, n_mfcc, frames], windows with a row per window of x,
-    recordings with recording_id, label, group, duration_s in first-appearance order).
-    Group and duration come from the manifest, so older window tables without a group column work too.
+    recordings with recording_id, label, group, duration_s, source in first-appearance order).
+    Group, duration and source come from the manifest, so older window tables without a group column work too.
     """
     arrays, tables, offset = [], [], 0
     for split in ("train", "val", "test"):
@@ -34,13 +35,14 @@ def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataF
         tables.append(windows)
         offset += len(x)
     x = np.concatenate(arrays)
-    info = manifest.set_index("recording_id")[["group", "duration_s"]]
+    info = manifest.set_index("recording_id")[["group", "duration_s", "source"]]
     windows = pd.concat(tables, ignore_index=True).drop(columns=["group"], errors="ignore")
     windows = windows.join(info, on="recording_id")
     if windows["group"].isna().any():
         missing = windows.loc[windows["group"].isna(), "recording_id"].iloc[0]
         raise ValueError(f"recording {missing} has features but is not in the manifest")
-    recordings = windows.groupby("recording_id", sort=False)[["label", "group", "duration_s"]].first().reset_index()
+    columns = ["label", "group", "duration_s", "source"]
+    recordings = windows.groupby("recording_id", sort=False)[columns].first().reset_index()
     return x, windows, recordings
 
 
@@ -75,17 +77,86 @@ def summary(scores: list[list[dict]], classes) -> dict:
     return out
 
 
-def fold_indices(recordings: pd.DataFrame, params: Params):
-    """(train, val, test) recording indices per fold; see splits.crossval_folds."""
-    return list(
-        splits.crossval_folds(
-            recordings["label"].to_numpy(),
-            recordings["group"].to_numpy(),
-            params.crossval.folds,
-            params.crossval.val_fraction,
-            params.crossval.seed,
-        )
-    )
+def fold_indices(recordings: pd.DataFrame, params: Params) -> list[tuple]:
+    """(name, train, val, test) recording indices per fold: patient-grouped folds (crossval.by: group, named by
+    number; see splits.crossval_folds) or one fold per held-out source (by: source, named by the source)."""
+    labels, groups = recordings["label"].to_numpy(), recordings["group"].to_numpy()
+    cv = params.crossval
+    if cv.by == "source":
+        sources = recordings["source"].to_numpy()
+        if len(set(sources)) < 2:
+            raise ValueError(
+                f"crossval.by: source needs recordings from at least two sources; all are from {sources[0]!r} "
+                "(a folder dataset's labels.csv can name them in a source column)"
+            )
+        return list(splits.source_folds(labels, groups, sources, cv.val_fraction, cv.seed))
+    return [
+        (fold, *part)
+        for fold, part in enumerate(splits.crossval_folds(labels, groups, cv.folds, cv.val_fraction, cv.seed))
+    ]
+
+
+def over_seeds(values) -> dict:
+    """{"mean"} of one figure per training seed, and "seed_std" (sample std) when there are several."""
+    values = [float(v) for v in values]
+    out = {"mean": float(np.mean(values))}
+    if len(values) > 1:
+        out["seed_std"] = float(np.std(values, ddof=1))
+    return out
+
+
+def source_scores(predictions: pd.DataFrame, dataset: str) -> dict[str, list[dict]]:
+    """{source: [evaluation.subset_scores of its out-of-fold predictions, one per seed]}, sources sorted."""
+    return {
+        source: [
+            evaluation.subset_scores(rows["label"], rows["predicted"], dataset)
+            for _, rows in by_source.groupby("seed", sort=True)
+        ]
+        for source, by_source in predictions.groupby("source", sort=True)
+    }
+
+
+def per_source_summary(scores: dict[str, list[dict]], classes) -> dict:
+    """cv.json's per_source: each source's figures, averaged over seeds, and the classes it lacks."""
+    out = {}
+    for source, runs in scores.items():
+        first = runs[0]
+        out[source] = {
+            "n_recordings": first["n_recordings"],
+            "classes": first["classes"],
+            "missing_classes": [c for c in classes if c not in first["classes"]],
+            **{key: over_seeds([r[key] for r in runs]) for key in SUMMARY_KEYS},
+            "recall": {c: over_seeds([r["recall"][c] for r in runs]) for c in first["classes"]},
+        }
+        if "screening" in first:
+            out[source]["screening"] = {k: over_seeds([r["screening"][k] for r in runs]) for k in first["screening"]}
+    return out
+
+
+def leave_one_source_out_summary(scores: dict[str, list[dict]], classes) -> dict:
+    """cv.json's headline figures for crossval.by: source: the mean over the held-out sources that have every
+    class (a source lacking one cannot be scored on it), or over all of them when none has; which is stated."""
+    complete = [s for s, runs in scores.items() if not set(classes) - set(runs[0]["classes"])]
+    chosen = complete or list(scores)
+    n_seeds = len(next(iter(scores.values())))
+    out = {key: summarise([[scores[s][i][key] for s in chosen] for i in range(n_seeds)]) for key in SUMMARY_KEYS}
+    out["mean_over"] = chosen
+    out["left_out_of_mean"] = {
+        s: "lacks " + ", ".join(sorted(set(classes) - set(runs[0]["classes"])))
+        for s, runs in scores.items()
+        if s not in chosen
+    }
+    if not complete:
+        out["note"] = "no held-out source has every class: the means are over all sources, each on its own classes"
+    screened = [s for s, runs in scores.items() if "macc" in runs[0].get("screening", {})]
+    if screened:
+        out["screening"] = {
+            key: summarise([[scores[s][i]["screening"][key] for s in screened] for i in range(n_seeds)])
+            for key in SCREENING_KEYS
+        }
+        out["screening"]["mean_over"] = screened
+    out["n_recordings"] = int(sum(runs[0]["n_recordings"] for runs in scores.values()))
+    return out
 
 
 def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tuple[dict, pd.DataFrame]:
@@ -100,7 +171,7 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
     scores, long_scores = [[] for _ in seeds], [[] for _ in seeds]
     predictions = []
     started = time.monotonic()
-    for fold, (train_r, val_r, test_r) in enumerate(fold_indices(recordings, params)):
+    for fold, train_r, val_r, test_r in fold_indices(recordings, params):
         if params.train.patience == 0:
             # No early stopping: the validation groups would only be data withheld from training.
             train_r, val_r = np.concatenate([train_r, val_r]), val_r[:0]
@@ -130,15 +201,22 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
             table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
             table.insert(3, "fold", fold)
             table.insert(4, "seed", seed)
+            table.insert(5, "source", recordings.set_index("recording_id").loc[ids, "source"].to_numpy())
             predictions.append(table)
             log(
                 f"fold {fold}, seed {seed}: {len(train_r)}/{len(val_r)}/{len(test_r)} recordings, "
                 f"{len(history['loss'])} epochs, macro-F1 {scores[nth][-1]['macro_f1']:.3f}, "
                 f"balanced acc {scores[nth][-1]['balanced_accuracy']:.3f}, {time.monotonic() - started:.0f} s"
             )
-    metrics = summary(scores, classes)
-    if all(long_scores):  # over the folds that have recordings of LONG_MIN_S or more
-        metrics["long_only"] = {"min_duration_s": LONG_MIN_S, **summary(long_scores, classes)}
-    metrics["folds"] = params.crossval.folds
+    predictions = pd.concat(predictions, ignore_index=True)
+    by_source = source_scores(predictions, params.data.dataset)
+    if params.crossval.by == "source":
+        metrics = {"by": "source", **leave_one_source_out_summary(by_source, classes)}
+    else:
+        metrics = {"by": "group", **summary(scores, classes)}
+        if all(long_scores):  # over the folds that have recordings of LONG_MIN_S or more
+            metrics["long_only"] = {"min_duration_s": LONG_MIN_S, **summary(long_scores, classes)}
+    metrics["per_source"] = per_source_summary(by_source, classes)
+    metrics["folds"] = len(scores[0])
     metrics["seeds"] = seeds
-    return metrics, pd.concat(predictions, ignore_index=True)
+    return metrics, predictions

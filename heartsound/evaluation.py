@@ -143,6 +143,35 @@ def score(y_true, y_pred, classes, dataset: str, groups=None) -> dict:
     return {**classification_metrics(y_true, y_pred, classes), **dataset_metrics(dataset, y_true, y_pred, groups)}
 
 
+def subset_scores(y_true, y_pred, dataset: str) -> dict:
+    """Scores of recordings that may lack some classes (one source, one device): accuracy, balanced accuracy,
+    macro-F1 and per-class recall over the classes the subset has, and the screening sensitivity and specificity
+    as far as it has abnormal and normal recordings (MAcc only with both)."""
+    import warnings
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    present = sorted(set(y_true))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # predictions of a class the subset lacks: scored as misses
+        out = classification_metrics(y_true, y_pred, present)
+    out["classes"] = present
+    per_class = out.pop("per_class")
+    out["recall"] = {c: per_class[c]["recall"] for c in present}
+    sides = SCREENING_CLASSES.get(dataset)
+    if sides:
+        abnormal, normal = np.isin(y_true, sides["abnormal"]), np.isin(y_true, sides["normal"])
+        called_abnormal = np.isin(y_pred, sides["abnormal"])
+        screening = {}
+        if abnormal.any():
+            screening["sensitivity"] = float(called_abnormal[abnormal].mean())
+        if normal.any():
+            screening["specificity"] = float((~called_abnormal[normal]).mean())
+        if len(screening) == 2:
+            screening["macc"] = (screening["sensitivity"] + screening["specificity"]) / 2
+        out["screening"] = screening
+    return out
+
+
 def classification_metrics(y_true, y_pred, classes) -> dict:
     """Accuracy, balanced accuracy, macro-F1 and per-class precision/recall/F1/support."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report, f1_score

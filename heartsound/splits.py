@@ -55,3 +55,14 @@ def crossval_folds(labels, groups, n_folds: int, val_fraction: float, seed: int)
     for fold, (rest, test) in enumerate(parts):
         val = _holdout(labels[rest], groups[rest], val_fraction, seed + 1 + fold)
         yield rest[~val], rest[val], test
+
+
+def source_folds(labels, groups, sources, val_fraction: float, seed: int):
+    """Yield (source, train_idx, val_idx, test_idx) per source, sorted: each fold holds out one source entirely
+    (a PhysioNet site, a PASCAL set: another device), so the scores say how the model does on a device it never
+    heard. Validation groups come from the training sources only."""
+    labels, groups, sources = np.asarray(labels), np.asarray(groups), np.asarray(sources)
+    for fold, source in enumerate(sorted(set(sources))):
+        rest, test = np.flatnonzero(sources != source), np.flatnonzero(sources == source)
+        val = _holdout(labels[rest], groups[rest], val_fraction, seed + 1 + fold)
+        yield source, rest[~val], rest[val], test

@@ -24,14 +24,15 @@ def test_real_pascal_folds_are_grouped_and_cover_every_recording(pascal_recordin
     folds = crossval.fold_indices(table, params)
     assert len(folds) == 5
     groups = table["group"].to_numpy()
-    tested = np.concatenate([test for _, _, test in folds])
+    tested = np.concatenate([test for _, _, _, test in folds])
     # Test parts partition the recordings: each one scored exactly once.
     assert sorted(tested) == list(range(len(table)))
-    test_groups = [set(groups[test]) for _, _, test in folds]
+    test_groups = [set(groups[test]) for _, _, _, test in folds]
     for i in range(5):
         for j in range(i + 1, 5):
             assert not test_groups[i] & test_groups[j]
-    for train, val, test in folds:
+    assert [name for name, *_ in folds] == list(range(5))
+    for _, train, val, test in folds:
         assert len(val) > 0
         assert not set(groups[val]) & set(groups[test])
         assert not set(groups[val]) & set(groups[train])
@@ -42,7 +43,7 @@ def test_real_pascal_folds_are_grouped_and_cover_every_recording(pascal_recordin
     # set_b patient 106 has several recordings; they share one test part.
     patient = np.flatnonzero(groups == "set_b:patient106")
     assert len(patient) > 1
-    assert sum(bool(set(patient) & set(test)) for _, _, test in folds) == 1
+    assert sum(bool(set(patient) & set(test)) for _, _, _, test in folds) == 1
 
 
 def test_folds_depend_on_the_seed_only():
@@ -112,7 +113,12 @@ def save_split(features_dir: Path, split: str, x: np.ndarray, table: pd.DataFram
 
 def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_path):
     manifest = pd.DataFrame(
-        {"recording_id": ["r1", "r2", "r3"], "group": ["g1", "g1", "g2"], "duration_s": [9.0, 3.0, 5.0]}
+        {
+            "recording_id": ["r1", "r2", "r3"],
+            "group": ["g1", "g1", "g2"],
+            "duration_s": [9.0, 3.0, 5.0],
+            "source": ["a", "a", "b"],
+        }
     )
     rows = {"train": [("r1", "normal"), ("r1", "normal")], "val": [("r2", "normal")], "test": [("r3", "murmur")]}
     for split, windows in rows.items():
@@ -125,16 +131,19 @@ def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_pat
     assert list(windows["group"]) == ["g1", "g1", "g1", "g2"]
     assert list(recordings["recording_id"]) == ["r1", "r2", "r3"]
     assert list(recordings["duration_s"]) == [9.0, 3.0, 5.0]
+    assert list(recordings["source"]) == ["a", "a", "b"]
 
 
-def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
-    """The whole loop on tiny synthetic windows: cv.json's shape, out-of-fold predictions, short recordings."""
+def tiny_features(tmp_path) -> pd.DataFrame:
+    """20 recordings of tiny synthetic windows (murmur shifted by +1) in two sources, written as featurize does;
+    returns the manifest. Source "clinic" holds both classes, source "phone" normal only."""
     rng = np.random.default_rng(0)
     classes = ["murmur", "normal"]
     rows, manifest = [], []
     for r in range(20):
         label, duration = classes[r % 2], 2.0 if r < 4 else 6.0
-        manifest.append((f"r{r}", f"g{r % 2}-{r // 4}", duration))  # two recordings per group, one label
+        source = "phone" if r >= 12 and label == "normal" else "clinic"
+        manifest.append((f"r{r}", f"g{r % 2}-{r // 4}", duration, source))  # two recordings per group, one label
         rows += [(f"r{r}", label)] * (1 if duration < 4 else 3)
     windows = pd.DataFrame(rows, columns=["recording_id", "label"])
     x = rng.normal(size=(len(windows), 4, 16)).astype(np.float32)
@@ -142,15 +151,23 @@ def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
     for split, part in (("train", slice(0, 30)), ("val", slice(30, 40)), ("test", slice(40, None))):
         save_split(tmp_path, split, x[part], windows.iloc[part].reset_index(drop=True))
     (tmp_path / "meta.json").write_text(json.dumps({"classes": classes, "feature_shape": list(x.shape[1:])}))
-    manifest = pd.DataFrame(manifest, columns=["recording_id", "group", "duration_s"])
-    params = config.parse(
+    return pd.DataFrame(manifest, columns=["recording_id", "group", "duration_s", "source"])
+
+
+def tiny_params(**crossval):
+    return config.parse(
         {
             "train": {"model": "cnn1d", "epochs": 2, "batch_size": 8, "patience": 0},
-            "crossval": {"folds": 2, "seed": 0, "seeds": 2},
+            "crossval": {"folds": 2, "seed": 0, **crossval},
             "data": {"dataset": "folder"},
         }
     )
-    metrics, predictions = crossval.run(params, tmp_path, manifest, log=lambda _: None)
+
+
+def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
+    """The whole loop on tiny synthetic windows: cv.json's shape, out-of-fold predictions, short recordings."""
+    manifest = tiny_features(tmp_path)
+    metrics, predictions = crossval.run(tiny_params(seeds=2), tmp_path, manifest, log=lambda _: None)
     assert sorted(set(predictions["recording_id"])) == sorted(manifest["recording_id"])
     # Every recording scored once per seed, always in the same fold.
     assert predictions.groupby("recording_id")["seed"].nunique().min() == 2
@@ -158,10 +175,50 @@ def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
     assert predictions.groupby("recording_id")["fold"].nunique().max() == 1
     groups = manifest.set_index("recording_id").loc[predictions["recording_id"], "group"].to_numpy()
     assert predictions.groupby(groups)["fold"].nunique().max() == 1
-    assert len(metrics["macro_f1"]["folds"]) == 2
+    assert metrics["by"] == "group" and len(metrics["macro_f1"]["folds"]) == 2
     assert metrics["seeds"] == [42, 142] and len(metrics["macro_f1"]["seeds"]) == 2
     assert metrics["macro_f1"]["seed_std"] >= 0
-    assert set(metrics["per_class_f1"]) == set(classes)
+    assert set(metrics["per_class_f1"]) == {"murmur", "normal"}
     assert metrics["n_recordings"] == 20
     assert metrics["long_only"]["n_recordings"] == 16
+    # Each source scored on its own recordings and classes, from the same out-of-fold predictions.
+    clinic, phone = metrics["per_source"]["clinic"], metrics["per_source"]["phone"]
+    assert (clinic["n_recordings"], phone["n_recordings"]) == (16, 4)
+    assert phone["classes"] == ["normal"] and phone["missing_classes"] == ["murmur"]
+    phone_rows = predictions[predictions["source"] == "phone"]
+    assert phone["accuracy"]["mean"] == pytest.approx((phone_rows["predicted"] == "normal").mean())
     json.dumps(metrics)
+
+
+def test_leave_one_source_out_holds_out_each_source_and_leaves_incomplete_ones_out_of_the_mean(tmp_path):
+    manifest = tiny_features(tmp_path)
+    metrics, predictions = crossval.run(tiny_params(by="source"), tmp_path, manifest, log=lambda _: None)
+    # One fold per source, named by it, holding all of that source's recordings and nothing else.
+    assert sorted(predictions["fold"].unique()) == ["clinic", "phone"]
+    assert (predictions["fold"] == predictions["source"]).all()
+    assert len(predictions) == len(manifest)
+    assert metrics["by"] == "source" and metrics["folds"] == 2
+    # "phone" has no murmur: reported on its own, kept out of the headline mean, and the output says why.
+    assert metrics["mean_over"] == ["clinic"]
+    assert metrics["left_out_of_mean"] == {"phone": "lacks murmur"}
+    assert metrics["balanced_accuracy"]["mean"] == metrics["per_source"]["clinic"]["balanced_accuracy"]["mean"]
+    json.dumps(metrics)
+
+
+def test_leave_one_source_out_needs_two_sources(tmp_path):
+    manifest = tiny_features(tmp_path).assign(source="clinic")
+    with pytest.raises(ValueError, match="at least two sources"):
+        crossval.run(tiny_params(by="source"), tmp_path, manifest, log=lambda _: None)
+
+
+def test_subset_scores_score_what_a_source_has():
+    from heartsound import evaluation
+
+    out = evaluation.subset_scores(["normal", "normal", "murmur"], ["normal", "murmur", "murmur"], "pascal")
+    assert out["classes"] == ["murmur", "normal"]
+    assert out["recall"] == {"murmur": 1.0, "normal": 0.5}
+    assert out["balanced_accuracy"] == pytest.approx(0.75)
+    assert out["screening"] == {"sensitivity": 1.0, "specificity": 0.5, "macc": 0.75}
+    # Only normal recordings: specificity can be scored, sensitivity and MAcc cannot.
+    only_normal = evaluation.subset_scores(["normal", "normal"], ["normal", "extrastole"], "pascal")
+    assert only_normal["screening"] == {"specificity": 0.5}
