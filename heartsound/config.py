@@ -7,6 +7,7 @@ import difflib
 import math
 import os
 import sys
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -51,6 +52,9 @@ class FeaturizeParams:
     max_duration_s: float | None = None
     jobs: int = 0  # worker processes; 0 = all cores
     cache_dir: str = ".heartsound-cache/features"
+    # Where recordings are featurized: None = the local worker pool; "local-cluster" = a Dask LocalCluster of
+    # `jobs` worker processes; "tcp://host:8786" (or tls://) = the Dask scheduler of a cluster (docs/scaling.md).
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class CrossvalParams:
     # Training seeds per fold (train.seed, +100, +200, ...): the spread of the cv mean over them is the noise
     # floor that a difference between two runs must clear.
     seeds: int = 1
+    # group: patient-grouped folds over every source; source: leave-one-source-out, a fold per source (device).
+    by: str = "group"
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ CHOICES = {
     "train.model": MODELS,
     "train.class_weight": ("balanced", "none"),
     "train.lr_schedule": ("constant", "cosine"),
+    "crossval.by": ("group", "source"),
     "evaluate.aggregation": ("mean", "max"),
 }
 
@@ -134,6 +141,19 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         # YAML 1.1 (PyYAML) reads 1e-3 as text: a float needs a dot, as in 1.0e-3.
         hint = "; YAML reads a number without a dot before its exponent as text, write e.g. 1.0e-3"
     raise ParamsError(f"params: '{key}' must be {names}, got {value!r} ({type(value).__name__}){hint}")
+
+
+def _is_scheduler(value: str) -> bool:
+    """featurize.scheduler: "local-cluster", or a Dask scheduler address tcp://host:port or tls://host:port."""
+    if value == "local-cluster":
+        return True
+    try:
+        address = urllib.parse.urlsplit(value)
+        port = address.port
+    except ValueError:  # a port out of range or not a number
+        return False
+    rest = (address.path, address.query, address.fragment, address.username)
+    return address.scheme in ("tcp", "tls") and bool(address.hostname) and port is not None and not any(rest)
 
 
 def _looks_numeric(text: str) -> bool:
@@ -246,6 +266,12 @@ def _check(params: Params) -> list[str]:
     )
     c.require(f.jobs >= 0, "featurize.jobs", "must be >= 0 (0 = all cores)", f.jobs)
     c.require(f.cache_dir.strip() != "", "featurize.cache_dir", "must name a directory", f.cache_dir)
+    c.require(
+        f.scheduler is None or _is_scheduler(f.scheduler),
+        "featurize.scheduler",
+        "must be null, local-cluster or a Dask scheduler address tcp://host:port (or tls://host:port)",
+        f.scheduler,
+    )
     c.require(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     c.require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
