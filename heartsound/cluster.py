@@ -1,0 +1,249 @@
+"""Featurize on a Dask cluster (featurize.scheduler): the recordings missing from the feature cache become tasks
+for dask.distributed workers, which decode and featurize them into the same cache the local worker pool fills.
+
+features.fill_cache imports this module only when featurize.scheduler is set, so a default run never imports
+Dask. Workers need the client's files at the same absolute paths (audio in, cache entries out) and the same
+code and pinned environment; docs/scaling.md says how to start them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import queue
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import dask
+from distributed import Client, Future, KilledWorker, LocalCluster
+
+from heartsound import features
+from heartsound.config import FeaturizeParams
+
+LOCAL_CLUSTER = "local-cluster"
+CONNECT_TIMEOUT_S = 15
+# How long a run waits for its first worker, and how long it waits for work while the cluster has none left.
+NO_WORKERS_TIMEOUT_S = 60
+WATCH_INTERVAL_S = 5
+# A Dask task costs a few ms of scheduler and worker time (measured ~5 ms here) against ~4 ms for a recording:
+# one task per recording would double the run. Tasks of up to 32 recordings keep that overhead to a few %,
+# while at least TASKS_PER_WORKER tasks per worker still spread the work evenly.
+RECORDINGS_PER_TASK = 32
+TASKS_PER_WORKER = 8
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set, which also pins glibc's mmap threshold at
+# 128 KiB: every array of a recording is then a fresh mmap, and the page faults doubled a recording's CPU time.
+MALLOC_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
+
+
+class ClusterError(RuntimeError):
+    """The scheduler cannot be reached, no worker can take the work, or a recording failed on a worker."""
+
+
+def compute_entries(todo: list[tuple[str, str]], params: FeaturizeParams) -> Iterator[tuple[str, int]]:
+    """Featurize every (path, sha256) of todo into the feature cache on the cluster params.scheduler names.
+
+    Yields (sha256, n_frames) as recordings are stored, as features._compute_entry returns them. A worker
+    that dies takes its tasks with it and the scheduler runs them again elsewhere (cache entries are written
+    atomically, so nothing it leaves behind is ever read); a task that kills every worker it runs on, or a
+    recording that fails, stops the run with a ClusterError naming the recordings.
+    """
+    # Workers may run elsewhere: they get absolute paths, the same as the client's on a shared filesystem.
+    params = dataclasses.replace(params, cache_dir=os.path.abspath(params.cache_dir))
+    todo = [(os.path.abspath(path), sha) for path, sha in todo]
+    cache = features.FeatureCache(params.cache_dir, params)
+    with _connect(params, len(todo)) as client:
+        workers = _check_workers(client, params.scheduler)
+        batches = _batches(todo, workers)
+        run = uuid.uuid4().hex[:8]
+        futures = client.map(
+            featurize_batch,
+            batches,
+            key=[f"featurize-{run}-{i:06d}" for i in range(len(batches))],
+            params=params,
+            cache_key=cache.key,
+        )
+        batch_of = {future.key: batch for future, batch in zip(futures, batches)}
+        for future in _as_completed(client, futures, params.scheduler):
+            batch = batch_of[future.key]
+            if future.status != "finished":
+                raise _failure(future, batch, params.scheduler)
+            for sha, n_frames in future.result():
+                if cache.frames_in(sha) != n_frames:
+                    raise ClusterError(
+                        f"featurize.scheduler: a worker stored the features of {_path_of(batch, sha)} in "
+                        f"{cache.path_for(sha)}, but this machine does not see them there: the feature cache "
+                        "(featurize.cache_dir) must be on a filesystem the workers share at the same path"
+                    )
+                yield sha, n_frames
+            future.release()
+
+
+@contextlib.contextmanager
+def _connect(params: FeaturizeParams, n_recordings: int) -> Iterator[Client]:
+    """A client of the scheduler params.scheduler names, or of a LocalCluster started for this run."""
+    if params.scheduler == LOCAL_CLUSTER:
+        n_workers = max(1, min(params.jobs or os.cpu_count() or 1, n_recordings))
+        with (
+            _nanny_environment(),
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # its HTTP routes on a free loopback port, not 8787 on every interface
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+        return
+    try:
+        client = Client(params.scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as e:
+        raise ClusterError(
+            f"featurize.scheduler: cannot reach the Dask scheduler at {params.scheduler} within "
+            f"{CONNECT_TIMEOUT_S} s ({e}); is `dask scheduler` running there, and is its port open to this machine?"
+        ) from e
+    with client:
+        yield client
+
+
+@contextlib.contextmanager
+def _nanny_environment() -> Iterator[None]:
+    """Dask config for the LocalCluster's nannies, and this process's environment put back afterwards.
+
+    A nanny sets its pre-spawn variables in its own process (here, the client's) before starting a worker;
+    left there, OMP_NUM_THREADS=1 would reach whatever this process runs next.
+    """
+    saved = dict(os.environ)
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_VARIABLE}": None}):
+            yield
+    finally:
+        for name in set(os.environ) - set(saved):
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+def _check_workers(client: Client, scheduler: str) -> int:
+    """Wait for a worker, check the workers can run heartsound; returns the number of worker threads."""
+    try:
+        client.wait_for_workers(1, timeout=NO_WORKERS_TIMEOUT_S)
+    except TimeoutError:
+        raise ClusterError(
+            f"featurize.scheduler: no Dask worker joined the scheduler at {scheduler} within {NO_WORKERS_TIMEOUT_S} s; "
+            f"start some with `dask worker {scheduler} --nthreads 1 --nworkers N` (docs/scaling.md)"
+        ) from None
+    try:
+        malloc_settings = client.run(worker_malloc_setting)
+    except ImportError as e:
+        raise ClusterError(
+            f"featurize.scheduler: the workers of {scheduler} cannot import heartsound ({e}); start them in the "
+            "project's environment, from a clone at the same path as this one"
+        ) from e
+    slow = sorted(worker for worker, setting in malloc_settings.items() if setting is not None)
+    if slow:
+        print(
+            f"featurize: workers {', '.join(slow)} run with {MALLOC_VARIABLE} set, which makes featurize ~2x "
+            "slower there; docs/scaling.md says how to start them without it",
+            file=sys.stderr,
+            flush=True,
+        )
+    return sum(client.nthreads().values())
+
+
+def worker_malloc_setting() -> str | None:
+    """A worker's MALLOC_TRIM_THRESHOLD_ (run on each worker: unpickling it also checks heartsound imports)."""
+    return os.environ.get(MALLOC_VARIABLE)
+
+
+def _path_of(batch: list[tuple[str, str]], sha: str) -> str:
+    return next(path for path, content in batch if content == sha)
+
+
+def _batches(todo: list[tuple[str, str]], workers: int) -> list[list[tuple[str, str]]]:
+    """Consecutive runs of todo (largest files first), each one task: the biggest recordings start first."""
+    size = min(RECORDINGS_PER_TASK, max(1, math.ceil(len(todo) / (max(1, workers) * TASKS_PER_WORKER))))
+    return [todo[i : i + size] for i in range(0, len(todo), size)]
+
+
+def _as_completed(client: Client, futures: list[Future], scheduler: str) -> Iterator[Future]:
+    """The futures as they finish or fail; a ClusterError once the cluster has had no worker for too long."""
+    done: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(done.put)
+    no_workers_since = None
+    for _ in futures:
+        while True:
+            try:
+                yield done.get(timeout=WATCH_INTERVAL_S)
+                break
+            except queue.Empty:
+                pass
+            if client.nthreads():
+                no_workers_since = None
+                continue
+            no_workers_since = no_workers_since or time.monotonic()
+            if time.monotonic() - no_workers_since > NO_WORKERS_TIMEOUT_S:
+                waiting = sum(not future.done() for future in futures)
+                raise ClusterError(
+                    f"featurize.scheduler: the scheduler at {scheduler} has had no worker for "
+                    f"{NO_WORKERS_TIMEOUT_S} s, with {waiting} tasks of recordings still to run"
+                )
+
+
+def _failure(future: Future, batch: list[tuple[str, str]], scheduler: str) -> ClusterError:
+    """The ClusterError for a failed task: what went wrong, and which recordings it held."""
+    paths = ", ".join(path for path, _ in batch)
+    if future.cancelled():
+        return ClusterError(
+            f"featurize.scheduler ({scheduler}): the scheduler dropped the task of {paths} (connection lost or "
+            "scheduler restarted); the recordings stored before are kept: run featurize again to finish"
+        )
+    error = future.exception()
+    if isinstance(error, ClusterError):
+        return ClusterError(f"featurize.scheduler ({scheduler}): {error}")
+    if isinstance(error, KilledWorker):
+        return ClusterError(
+            f"featurize.scheduler ({scheduler}): the workers running {paths} died as many times as the scheduler "
+            "allows (distributed.scheduler.allowed-failures): out of memory, or killed? The recordings stored "
+            "before are kept: run featurize again to finish"
+        )
+    return ClusterError(f"featurize.scheduler ({scheduler}): {type(error).__name__}: {error}; recordings: {paths}")
+
+
+# --- on the workers ---
+
+
+@functools.cache
+def _one_blas_thread() -> None:
+    """features.limit_threads once per worker process: bit-identical to a local run, and each call costs
+    ~3 ms in a worker (threadpoolctl scans every loaded library)."""
+    features.limit_threads()
+
+
+def featurize_batch(batch: list[tuple[str, str]], params: FeaturizeParams, cache_key: str) -> list[tuple[str, int]]:
+    """One task, run on a worker: featurize each (path, sha256) into the cache; [(sha256, n_frames), ...].
+
+    The worker's own cache key must be the client's: a worker on other code or library versions would store
+    other numbers under the client's entries.
+    """
+    if features.cache_key(params) != cache_key:
+        raise ClusterError(
+            f"the worker on {socket.gethostname()} (pid {os.getpid()}) computes other features than the client "
+            "(its feature code or numeric library versions differ): run the workers from the same commit and "
+            "pinned environment"
+        )
+    _one_blas_thread()
+    results = []
+    for path, sha in batch:
+        try:
+            results.append(features._compute_entry(params, (path, sha)))
+        except Exception as e:
+            raise ClusterError(f"{path}: {type(e).__name__}: {e}") from None
+    return results
