@@ -15,21 +15,27 @@ import time
 from collections.abc import Callable
 
 import pytest
+import yaml
 from missing import skip_or_fail
 from servers import S3Server, find_weed, run_seaweedfs
 from test_remotes import assert_dir_matches, assert_workspace_matches, cached_outputs, dir_listing, md5_of, objects
 
 pytestmark = pytest.mark.e2e
 
-# Variables that would let a developer's own AWS setup (or an instance-metadata lookup) stand in for the keys
-# under test.
-AWS_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+# Variables through which a developer's own AWS setup could stand in for the keys under test.
+AWS_CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+)
 
 
 def isolate_from_aws(project) -> None:
     """Only the keys a test gives count: no ~/.aws files, no AWS_* keys from outside, no metadata-service
     lookup (botocore's last resort, a request to a non-loopback address)."""
-    for var in AWS_CREDENTIAL_VARS + ("AWS_DEFAULT_PROFILE",):
+    for var in AWS_CREDENTIAL_VARS:
         project.env.pop(var, None)
     empty = project.path.parent / "empty-aws-config"  # botocore wants a regular file, not /dev/null
     empty.touch()
@@ -89,8 +95,6 @@ def damaged_keys(server: S3Server, prefix: str, found: dict[str, str]) -> list[s
 
 def raw_data_keys(project) -> set[str]:
     """Keys of the raw PASCAL data's objects: each file and the directory's listing."""
-    import yaml
-
     dir_md5 = yaml.safe_load((project.path / "data/raw/pascal.dvc").read_text())["outs"][0]["md5"]
     return {md5_key(dir_md5)} | {md5_key(e["md5"]) for e in dir_listing(project, dir_md5)}
 
