@@ -13,6 +13,11 @@ Every row uses the same recordings (prepare's manifest). Usage:
 
   python benchmarks/featurize.py            # PASCAL + scale set (>= 4000 recordings, >= 12 h)
   python benchmarks/featurize.py --quick    # PASCAL + a 400-recording scale set, for a quick look
+  python benchmarks/featurize.py --cluster  # local pool vs featurize.scheduler: local-cluster, 1k/4k/16k recordings
+
+--cluster times the featurize stage from an empty cache with the local worker pool and with a Dask LocalCluster
+of as many worker processes (featurize.scheduler: local-cluster), alternately, on scale sets of 1k, 4k and 16k
+recordings, checks both write the same bytes, and fits wall = fixed + per-recording cost to each path.
 """
 
 from __future__ import annotations
@@ -147,6 +152,11 @@ class Project:
             f.write("/data/raw/\n")
         self.cache_dir = path / params["featurize"]["cache_dir"]
 
+    def set_featurize(self, **values) -> None:
+        params = yaml.safe_load((self.path / "params.yaml").read_text())
+        params["featurize"].update(values)
+        (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
     def run(self, *cmd: str) -> str:
         result = subprocess.run(cmd, cwd=self.path, env=self.env, capture_output=True, text=True)
         if result.returncode != 0:
@@ -277,6 +287,121 @@ def bench_dataset(name: str, workdir: Path, args) -> list[dict]:
     return rows
 
 
+# --- the local pool against a Dask LocalCluster (featurize.scheduler: local-cluster) ---
+
+CLUSTER_SIZES = (1000, 4000, 16000)
+BASE_RECORDINGS = 1000  # synthesised; the larger sets are copies of these (derive_scale_set)
+
+
+def derive_scale_set(base: Path, root: Path, recordings: int) -> None:
+    """`recordings` distinct recordings made from the base scale set's in PASCAL's set_b layout: the k-th copy of a
+    file has the low byte of its last sample XORed with k, so its content and sha256 are new (featurize computes
+    it again) while its decode and MFCC cost the same. Copying is ~20x faster than synthesising 16k recordings."""
+    sources = sorted((base / "set_b").glob("*.wav"))
+    out = root / "set_b"
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(recordings):
+        source = sources[i % len(sources)]
+        copy, label = i // len(sources), source.name.split("__")[0]
+        target = out / f"{label}__{100 + i // 3}_{i}_B.wav"
+        shutil.copyfile(source, target)
+        if copy:
+            with open(target, "r+b") as f:  # 16-bit mono PCM: the file ends with its last sample, low byte first
+                f.seek(-2, os.SEEK_END)
+                low = f.read(1)[0]
+                f.seek(-2, os.SEEK_END)
+                f.write(bytes([low ^ copy]))
+
+
+def output_bytes(features_dir: Path) -> dict[str, str]:
+    """sha256 of every featurize output file, by name."""
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(features_dir.iterdir())}
+
+
+def bench_cluster(workdir: Path, args) -> pd.DataFrame:
+    """Local pool vs local-cluster on the same cores, at each size in args.cluster_sizes; one row per run."""
+    base, base_recordings = workdir / "base", min(BASE_RECORDINGS, *args.cluster_sizes)
+    t0 = time.perf_counter()
+    generate_scale_set(base, base_recordings, 0.0)
+    print(f"base scale set of {base_recordings} recordings in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = []
+    for size in sorted(args.cluster_sizes):
+        project = Project(workdir / f"scale{size}", "scale", args.jobs)
+        derive_scale_set(base, project.raw, size)
+        project.run(*project.prepare_cmd)
+        manifest = pd.read_csv(project.path / "data" / "prepared" / "manifest.csv")
+        if manifest["sha256"].nunique() != size:
+            raise RuntimeError(f"expected {size} distinct recordings, prepare kept {manifest['sha256'].nunique()}")
+        audio_h = manifest["duration_s"].sum() / 3600
+        print(f"\n[{size} recordings, {audio_h:.1f} h] load average {os.getloadavg()[0]:.1f}", flush=True)
+        # The largest size alone takes as long as the smaller ones with all their repeats.
+        repeats = args.repeats if size < max(args.cluster_sizes) else args.largest_repeats
+        reference = None
+        for repeat in range(repeats):
+            # Alternating which path goes first spreads a drift in the machine's load over both.
+            for scheduler in (None, "local-cluster")[:: 1 if repeat % 2 == 0 else -1]:
+                shutil.rmtree(project.cache_dir, ignore_errors=True)
+                shutil.rmtree(project.path / "data" / "features", ignore_errors=True)
+                project.set_featurize(scheduler=scheduler)
+                seconds, rss, cpu_s, stdout = timed(project.featurize_cmd, project.path, project.env)
+                if stage_summary(stdout)["computed"] != size:
+                    raise RuntimeError(f"expected {size} computed recordings: {stage_summary(stdout)}")
+                path = "local pool" if scheduler is None else "local-cluster"
+                if repeat == 0:  # both paths must write the same bytes
+                    written = output_bytes(project.path / "data" / "features")
+                    reference = reference or written
+                    if written != reference:
+                        raise RuntimeError(f"{path} wrote other features than the local pool at {size} recordings")
+                rows.append(
+                    {"recordings": size, "path": path, "repeat": repeat, "seconds": seconds, "CPU s": cpu_s}
+                    | {"peak RSS MiB": rss / 2**20, "load": os.getloadavg()[0]}
+                )
+                print(
+                    f"  {path:<14} run {repeat + 1}/{repeats}  {seconds:7.2f} s  {size / seconds:6.0f} rec/s  "
+                    f"{cpu_s:7.2f} CPU s  {rss / 2**20:5.0f} MiB  load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        shutil.rmtree(project.path, ignore_errors=True)  # 16k recordings are ~8 GB
+    return pd.DataFrame(rows)
+
+
+def report_cluster(runs: pd.DataFrame) -> None:
+    """The side-by-side table (medians), the cluster's overhead per recording, and linear fits of wall time."""
+    median = runs.groupby(["recordings", "path"])[["seconds", "CPU s"]].median().unstack("path")
+    table = pd.DataFrame(
+        {
+            "runs": runs.groupby("recordings")["repeat"].max() + 1,
+            "local s": median["seconds", "local pool"],
+            "cluster s": median["seconds", "local-cluster"],
+            "cluster / local": median["seconds", "local-cluster"] / median["seconds", "local pool"],
+            "local rec/s": median.index / median["seconds", "local pool"],
+            "cluster rec/s": median.index / median["seconds", "local-cluster"],
+            "local CPU s": median["CPU s", "local pool"],
+            "cluster CPU s": median["CPU s", "local-cluster"],
+            "overhead ms/rec": 1000
+            * (median["seconds", "local-cluster"] - median["seconds", "local pool"])
+            / median.index,
+            "overhead CPU ms/rec": 1000
+            * (median["CPU s", "local-cluster"] - median["CPU s", "local pool"])
+            / median.index,
+        }
+    )
+    print()
+    print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    print()
+    for path in ("local pool", "local-cluster"):
+        per_rec, fixed = np.polyfit(median.index.to_numpy(float), median["seconds", path].to_numpy(), 1)
+        cpu_per_rec, cpu_fixed = np.polyfit(median.index.to_numpy(float), median["CPU s", path].to_numpy(), 1)
+        print(
+            f"{path:<14} wall = {fixed:5.2f} s + {1000 * per_rec:.2f} ms x recordings; "
+            f"CPU = {cpu_fixed:5.2f} s + {1000 * cpu_per_rec:.2f} ms x recordings"
+        )
+    ratio = table["cluster / local"]
+    print(f"cluster / local wall time: {', '.join(f'{n}: {r:.2f}' for n, r in ratio.items())} (target <= 1.25)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", metavar="MANIFEST", help=argparse.SUPPRESS)
@@ -286,6 +411,15 @@ def main() -> None:
     parser.add_argument("--datasets", default="pascal,scale", help="comma-separated: pascal, scale")
     parser.add_argument("--jobs", type=int, default=0, help="featurize.jobs (0 = all cores)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
+    parser.add_argument("--cluster", action="store_true", help="only: local pool vs featurize.scheduler local-cluster")
+    parser.add_argument(
+        "--cluster-sizes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=list(CLUSTER_SIZES),
+        help="--cluster: comma-separated recording counts (default 1000,4000,16000)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="--cluster: runs of each path below the largest size")
+    parser.add_argument("--largest-repeats", type=int, default=2, help="--cluster: runs of each path at the largest")
     args = parser.parse_args()
     if args.reference:
         reference(args.reference)
@@ -296,6 +430,9 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     print(f"heartsound featurize benchmark at commit {commit.stdout.strip()}, {os.cpu_count()} cores, jobs={args.jobs}")
     try:
+        if args.cluster:
+            report_cluster(bench_cluster(workdir, args))
+            return
         rows = [r for name in args.datasets.split(",") for r in bench_dataset(name, workdir, args)]
     finally:
         if args.keep:
