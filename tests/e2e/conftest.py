@@ -21,7 +21,7 @@ SUBSET_PARAMS = {
     "prepare": {"max_per_class": 6},
     "featurize": {"jobs": 1, "cache_dir": ".heartsound-cache/features"},
     "train": {"epochs": 3, "patience": 3},
-    "crossval": {"folds": 2},
+    "crossval": {"folds": 2, "seeds": 1},
 }
 
 
