@@ -204,7 +204,7 @@ def cache_key(params: FeaturizeParams) -> str:
 class FeatureCache:
     """Per-recording feature arrays keyed by the recording's content hash and cache_key (params, code, libraries).
 
-    Layout: <directory>/<params digest>/<sha[:2]>/<sha>.npy. Entries are written to a temp file and renamed,
+    Layout: <directory>/<cache key>/<sha[:2]>/<sha>.npy. Entries are written to a temp file and renamed,
     so an interrupted run leaves no half-written entry under a real name; an entry whose header, shape,
     dtype or size is wrong is treated as missing and recomputed.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,18 @@ def set_threads(threads: int) -> None:
     """
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TensorFlow already ran an op in this process (a notebook, a test session): its pools are fixed now.
+        # Stages are fresh processes and never get here.
+        warnings.warn(
+            f"TensorFlow started before train.threads={threads} could be applied; this process keeps its thread "
+            "pools, so its numbers may differ in the last digits from a stage run",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def seed_everything(seed: int, threads: int = TrainParams.threads) -> None:
