@@ -1,6 +1,9 @@
 """Model builders, class weights, augmentation and deterministic training (tiny data, few epochs)."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -103,3 +106,30 @@ def test_saved_model_predicts_like_the_trained_one(tmp_path, ensemble):
     interpreter.set_tensor(inp["index"], model.to_input(x[:1]))
     interpreter.invoke()
     np.testing.assert_allclose(interpreter.get_tensor(out["index"])[0], expected[0], atol=1e-4)
+
+
+LATE_THREADS = """
+import warnings
+import tensorflow as tf
+from heartsound import model
+
+model.set_threads(3)
+tf.constant(1.0) + 1.0  # TensorFlow starts: its pools are fixed from here on
+assert tf.config.threading.get_intra_op_parallelism_threads() == 3
+assert tf.config.threading.get_inter_op_parallelism_threads() == 1
+model.set_threads(3)  # the same value again: nothing to change
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model.set_threads(4)
+assert [w.category for w in caught] == [RuntimeWarning], caught
+assert tf.config.threading.get_intra_op_parallelism_threads() == 3
+print("ok")
+"""
+
+
+def test_threads_are_set_before_tensorflow_starts_and_a_late_call_warns():
+    # A fresh process: the pools take train.threads; once TensorFlow has run an op they cannot change, and a
+    # process that asks for other counts then (a notebook, a test session) is warned, not stopped.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", LATE_THREADS], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
