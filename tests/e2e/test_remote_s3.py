@@ -17,7 +17,15 @@ from collections.abc import Callable
 import pytest
 import yaml
 from servers import S3Server
-from test_remotes import assert_dir_matches, assert_workspace_matches, cached_outputs, dir_listing, md5_of, objects
+from test_remotes import (
+    assert_dir_matches,
+    assert_outputs_as_locked,
+    assert_workspace_matches,
+    cached_outputs,
+    dir_listing,
+    md5_of,
+    objects,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -144,11 +152,7 @@ def test_s3_push_then_fresh_clone_gets_outputs_without_recomputing(built_project
     teammate.env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
     teammate.dvc("pull", "-q", "data/raw/pascal.dvc")  # raw data: from the team remote, as in every clone
     teammate.dvc("pull", "-r", "storage", "dvc.yaml")
-    for out in outs:
-        if out["md5"].endswith(".dir"):
-            assert_dir_matches(teammate, teammate.path / out["path"], out["md5"])
-        else:
-            assert md5_of(teammate.path / out["path"]) == out["md5"]
+    assert_outputs_as_locked(teammate, outs)
 
     assert teammate.stages_run(teammate.dvc("repro").stdout) == []
     assert "Data and pipelines are up to date" in teammate.dvc("status").stdout

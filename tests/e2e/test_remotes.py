@@ -76,6 +76,15 @@ def assert_dir_matches(project, root: Path, dir_md5: str) -> None:
     assert [e["relpath"] for e in listing if md5_of(root / e["relpath"]) != e["md5"]] == []
 
 
+def assert_outputs_as_locked(project, outs: list[dict]) -> None:
+    """Every output of a dvc.lock outs list is in the workspace with the recorded content."""
+    for out in outs:
+        if out["md5"].endswith(".dir"):
+            assert_dir_matches(project, project.path / out["path"], out["md5"])
+        else:
+            assert md5_of(project.path / out["path"]) == out["md5"]
+
+
 def assert_workspace_matches(project, dvc_file: str) -> None:
     """The `dvc add`ed directory of dvc_file is complete and intact in the workspace."""
     out = yaml.safe_load((project.path / dvc_file).read_text())["outs"][0]
@@ -122,11 +131,7 @@ def test_ssh_push_then_fresh_clone_gets_outputs_without_recomputing(built_projec
     add_ssh_remote(teammate, sshd, ssh_store)
     teammate.dvc("pull", "-q", "data/raw/pascal.dvc")  # raw data: from the team remote, as in every clone
     teammate.dvc("pull", "-r", "storage", "dvc.yaml")
-    for out in outs:
-        if out["md5"].endswith(".dir"):
-            assert_dir_matches(teammate, teammate.path / out["path"], out["md5"])
-        else:
-            assert md5_of(teammate.path / out["path"]) == out["md5"]
+    assert_outputs_as_locked(teammate, outs)
 
     out = teammate.dvc("repro").stdout
     assert teammate.stages_run(out) == []
