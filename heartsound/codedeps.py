@@ -5,6 +5,8 @@ imports, directly or through other modules (tests/test_stage_deps.py checks it),
 feature cache keys its entries by the digest of the feature code. Imports are read with ast, function-level
 ones included: a lazy import still runs when the function does. The one exception is a module's PEP 562
 `__getattr__` (the package's lazy `heartsound.predict`): it runs only when that attribute is asked for.
+Data files a module reads beside itself, written `Path(__file__).with_name("name")` (the segmenter's fitted
+parameters), count as its code too.
 """
 
 from __future__ import annotations
@@ -60,6 +62,26 @@ def _imported_names(path: Path) -> set[str]:
     return {name for name in names if name.split(".")[0] == PACKAGE}
 
 
+def _data_files(path: Path) -> set[Path]:
+    """Files a module names as `Path(__file__).with_name("literal")` that exist beside it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "with_name"
+            and "__file__" in ast.unparse(node.func.value)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            candidate = path.resolve().with_name(node.args[0].value)
+            if candidate.is_file():
+                found.add(candidate)
+    return found
+
+
 def _with_parents(name: str) -> list[str]:
     """A module and the packages Python runs first to import it: heartsound.a.b -> heartsound, heartsound.a, ..."""
     parts = name.split(".")
@@ -69,8 +91,8 @@ def _with_parents(name: str) -> list[str]:
 def imported_files(path: str | Path) -> set[Path]:
     """Every heartsound source file that running path (a script or a module file) imports, transitively.
 
-    Package __init__ files count: Python runs them before any of their modules. path itself is included
-    when it is part of the package.
+    Package __init__ files count: Python runs them before any of their modules, and so do the data files a
+    module reads beside itself. path itself is included when it is part of the package.
     """
     start = Path(path).resolve()
     seen: set[Path] = set()
@@ -87,7 +109,7 @@ def imported_files(path: str | Path) -> set[Path]:
                     todo.append(source)
     if not start.is_relative_to(PACKAGE_DIR):
         seen.discard(start)
-    return seen
+    return seen | {data for source in seen for data in _data_files(source)}
 
 
 @functools.lru_cache(maxsize=8)

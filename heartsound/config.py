@@ -50,6 +50,10 @@ class FeaturizeParams:
     window_hop_s: float = 1.0
     # Use only the first max_duration_s of each recording (None = whole recording).
     max_duration_s: float | None = None
+    # Per-recording normalisation of the MFCC frames: "cmn" subtracts each coefficient's mean over the recording,
+    # "cmvn" also divides by its std. A stethoscope's frequency response and gain add a constant to every frame's
+    # cepstrum, so the mean carries the device more than the heart (docs/experiments.md, leave-one-source-out).
+    normalise: str = "none"
     jobs: int = 0  # worker processes; 0 = all cores
     cache_dir: str = ".heartsound-cache/features"
     # Where recordings are featurized: None = the local worker pool; "local-cluster" = a Dask LocalCluster of
@@ -71,6 +75,8 @@ class TrainParams:
     ensemble: int = 1  # models trained with seeds seed, seed + 1, ...; their probabilities averaged
     # TensorFlow's intra-op threads (inter-op: 1). The numbers depend on it, so it is a param, not the core count.
     threads: int = 2
+    # Weight of the cycle head (heartsound.fusion) in the recording's log-probability; 0 = the CNN alone.
+    cycle_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ DATASETS = ("pascal", "physionet2016", "yaseen2018", "circor2022", "folder")
 MODELS = ("seed_cnn", "cnn1d")
 CHOICES = {
     "data.dataset": DATASETS,
+    "featurize.normalise": ("none", "cmn", "cmvn"),
     "train.model": MODELS,
     "train.class_weight": ("balanced", "none"),
     "train.lr_schedule": ("constant", "cosine"),
@@ -278,6 +285,7 @@ def _check(params: Params) -> list[str]:
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
     c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
     c.require(1 <= t.threads <= 64, "train.threads", "must be between 1 and 64", t.threads)
+    c.require(0 <= t.cycle_weight < 1, "train.cycle_weight", "must be >= 0 and < 1 (0 = no cycle head)", t.cycle_weight)
     cv = params.crossval
     c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)
     c.require(1 <= cv.seeds <= 10, "crossval.seeds", "must be between 1 and 10", cv.seeds)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from heartsound import evaluation, features, model, splits
+from heartsound import evaluation, features, fusion, model, splits
 from heartsound.config import Params
 
 # Recordings at least this long: the reference drops shorter ones, so this subset compares like for like.
@@ -159,8 +159,9 @@ def leave_one_source_out_summary(scores: dict[str, list[dict]], classes) -> dict
     return out
 
 
-def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tuple[dict, pd.DataFrame]:
-    """Train and score the configured model on every fold, once per training seed (crossval.seeds).
+def run(params: Params, features_dir, manifest: pd.DataFrame, cycles_dir=None, log=print) -> tuple[dict, pd.DataFrame]:
+    """Train and score the configured model on every fold, once per training seed (crossval.seeds); with
+    train.cycle_weight > 0, each fold's cycle head is fitted on its training recordings (cycles_dir's table).
 
     Returns (cv metrics as written to cv.json, out-of-fold recording predictions of every seed).
     """
@@ -170,6 +171,8 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
     seeds = [params.train.seed + SEED_STEP * i for i in range(params.crossval.seeds)]
     scores, long_scores = [[] for _ in seeds], [[] for _ in seeds]
     predictions = []
+    by_id = recordings.set_index("recording_id")
+    table = fusion.load_table(cycles_dir) if params.train.cycle_weight > 0 else None
     started = time.monotonic()
     for fold, train_r, val_r, test_r in fold_indices(recordings, params):
         if params.train.patience == 0:
@@ -180,6 +183,12 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
             for name, idx in (("train", train_r), ("val", val_r), ("test", test_r))
         }
         test_windows = windows[part["test"]]
+        head = None
+        if table is not None:
+            fitted_on = recordings.iloc[train_r]
+            head = fusion.fit_on(
+                table, fitted_on["recording_id"], fitted_on["label"], classes, params.train.cycle_weight
+            )
         for nth, seed in enumerate(seeds):
             trained, history = model.train(
                 x[part["train"]],
@@ -194,15 +203,17 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, log=print) -> tupl
             ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
                 probs, test_windows, classes, params.evaluate.aggregation
             )
+            if head is not None:
+                y_pred, rec_probs = fusion.fused_predictions(head, table, ids, rec_probs, classes)
             scores[nth].append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
-            long = recordings.set_index("recording_id").loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
+            long = by_id.loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
             if long.any():
                 long_scores[nth].append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
-            table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
-            table.insert(3, "fold", fold)
-            table.insert(4, "seed", seed)
-            table.insert(5, "source", recordings.set_index("recording_id").loc[ids, "source"].to_numpy())
-            predictions.append(table)
+            fold_table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
+            fold_table.insert(3, "fold", fold)
+            fold_table.insert(4, "seed", seed)
+            fold_table.insert(5, "source", by_id.loc[ids, "source"].to_numpy())
+            predictions.append(fold_table)
             log(
                 f"fold {fold}, seed {seed}: {len(train_r)}/{len(val_r)}/{len(test_r)} recordings, "
                 f"{len(history['loss'])} epochs, macro-F1 {scores[nth][-1]['macro_f1']:.3f}, "

@@ -12,10 +12,14 @@ rhythm_found 0; a band the sample rate cannot hold, or a phase never decoded, ge
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import pandas as pd
 from scipy import signal
 
+from heartsound import audio
 from heartsound.segmentation import DIASTOLE, SYSTOLE, Segmentation, segment
 
 ENERGY_BANDS_HZ = ((25, 45), (45, 80), (80, 200), (200, 400), (400, 800))
@@ -58,6 +62,34 @@ def recording_cycle_features(samples: np.ndarray, sample_rate_hz: int) -> tuple[
     """Segment a recording and return its cycle features with the segmentation."""
     segmentation = segment(samples, sample_rate_hz)
     return cycle_features(segmentation, samples, sample_rate_hz), segmentation
+
+
+def file_cycle_features(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """(features, why no rhythm was found or "") of one audio file; an unreadable file is flagged, not raised."""
+    try:
+        samples, rate = audio.load(path, ENERGY_RATE_HZ)
+    except audio.AudioError as e:
+        return np.full(len(FEATURE_NAMES), FILL_VALUE), f"unreadable: {e}"
+    features, segmentation = recording_cycle_features(samples, rate)
+    return features, "" if segmentation.rhythm_found else segmentation.reason
+
+
+def recordings_table(recording_ids, paths, jobs: int = 0) -> pd.DataFrame:
+    """One row per recording, in the given order: recording_id, no_rhythm_reason ("" when found), FEATURE_NAMES.
+
+    Computed in `jobs` processes (0 = all cores); the rows do not depend on how many.
+    """
+    paths = [str(p) for p in paths]
+    workers = min(jobs or os.cpu_count() or 1, max(1, len(paths)))
+    if workers == 1:
+        results = [file_cycle_features(p) for p in paths]
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(file_cycle_features, paths, chunksize=8))
+    table = pd.DataFrame([f for f, _ in results], columns=list(FEATURE_NAMES))
+    table.insert(0, "no_rhythm_reason", [reason for _, reason in results])
+    table.insert(0, "recording_id", list(recording_ids))
+    return table
 
 
 def as_dict(features: np.ndarray) -> dict[str, float]:

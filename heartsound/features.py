@@ -136,7 +136,8 @@ def recording_mfcc(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
 
     As librosa.feature.mfcc(y=signal) with the params' n_fft, hop_length, n_mels, fmin/fmax, centred
     zero-padded frames and power_to_db(top_db=80) over the recording. A signal shorter than one window
-    is zero-padded to one, so every recording gives at least one window.
+    is zero-padded to one, so every recording gives at least one window. Then featurize.normalise (see
+    normalised).
     """
     signal = np.asarray(samples, dtype=np.float32)
     length = window_samples(params)
@@ -155,7 +156,22 @@ def recording_mfcc(samples: np.ndarray, params: FeaturizeParams) -> np.ndarray:
         np.log10(np.maximum(power @ mel_t, AMIN), out=log_mel[first : first + FRAMES_PER_BATCH])
     log_mel *= np.float32(10.0)
     np.maximum(log_mel, log_mel.max() - np.float32(TOP_DB), out=log_mel)
-    return log_mel @ dct
+    return normalised(log_mel @ dct, 1 + len(signal) // hop, params.normalise)
+
+
+def normalised(mfcc: np.ndarray, n_signal_frames: int, how: str) -> np.ndarray:
+    """Cepstral mean (cmn) or mean and variance (cmvn) normalisation over a recording's frames, in place.
+
+    The statistics are taken over the frames that hold the signal, not the zero padding of a short recording.
+    """
+    if how == "none":
+        return mfcc
+    signal_frames = mfcc[: max(1, n_signal_frames)]
+    mean, std = signal_frames.mean(axis=0), signal_frames.std(axis=0)
+    mfcc -= mean
+    if how == "cmvn":
+        mfcc /= np.maximum(std, np.float32(1e-3))
+    return mfcc
 
 
 def windows_of(frames: np.ndarray, params: FeaturizeParams) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heartsound import config, features
+from heartsound import config, features, fusion
 from heartsound.config import FeaturizeParams
 
 MODEL_FILE = "model.h5"
@@ -39,6 +39,7 @@ class ModelInfo:
     input_shape: tuple[int, int, int]  # (n_mfcc, frames per window, 1)
     aggregation: str  # window probabilities -> recording: mean | max
     metadata: dict
+    cycle_head: fusion.CycleHead | None = None  # fused with the CNN's recording probabilities when present
 
 
 def read_metadata(model_dir: str | os.PathLike) -> ModelInfo:
@@ -96,7 +97,13 @@ def read_metadata(model_dir: str | os.PathLike) -> ModelInfo:
     allowed = config.CHOICES["evaluate.aggregation"]
     if meta["aggregation"] not in allowed:
         raise ModelError(f"{path}: aggregation must be one of {', '.join(allowed)}, got {meta['aggregation']!r}")
-    return ModelInfo(directory, tuple(classes), params, tuple(shape), meta["aggregation"], meta)
+    try:
+        head = fusion.load(directory)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{directory / fusion.HEAD_FILE}: unusable cycle head ({e}); retrain the model") from e
+    if head is not None and head.classes != tuple(classes):
+        raise ModelError(f"{directory / fusion.HEAD_FILE}: classes {list(head.classes)} differ from the model's")
+    return ModelInfo(directory, tuple(classes), params, tuple(shape), meta["aggregation"], meta, head)
 
 
 def to_input(windows: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from heartsound.config import PrepareParams
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from heartsound.config import FeaturizeParams
@@ -71,19 +70,26 @@ def find_recordings(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     return found
 
 
-def recording_windows(task: tuple[str, FeaturizeParams, float]) -> tuple[np.ndarray | None, str | None]:
-    """(path, feature params, minimum duration) -> (feature windows, None) or (None, reason it failed).
+def recording_windows(task: tuple[str, FeaturizeParams, float, bool]) -> tuple[tuple | None, str | None]:
+    """(path, feature params, minimum duration, with cycle features) -> ((windows, cycle features or None), None)
+    or (None, reason it failed).
 
-    Features come from features.recording_features, the function featurize uses for training.
+    Features come from features.recording_features and cycles.file_cycle_features, the functions the featurize
+    and segment stages use for training.
     """
     from heartsound import audio, features
 
-    path, params, min_duration_s = task
+    path, params, min_duration_s, with_cycles = task
     try:
         info = audio.probe(path)
         if info.duration_s < min_duration_s:
             raise audio.AudioError(f"too short: {info.duration_s:.2f} s (the minimum is {min_duration_s:g} s)")
-        return features.recording_features(path, params), None
+        windows = features.recording_features(path, params)
+        if not with_cycles:
+            return (windows, None), None
+        from heartsound import cycles
+
+        return (windows, cycles.file_cycle_features(path)[0]), None
     except audio.AudioError as e:
         return None, str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must not stop a batch; its reason is reported
@@ -114,6 +120,13 @@ def predict(
     from heartsound import evaluation, features, inference
 
     info = inference.read_metadata(model)
+    if info.cycle_head is not None:
+        from heartsound import cycles
+
+        if info.cycle_head.feature_names != cycles.FEATURE_NAMES:
+            raise inference.ModelError(
+                f"{model}: the cycle head was fitted on other cycle features than this version computes; retrain it"
+            )
     found = find_recordings(paths)
     columns = ["path", "predicted", "confidence", *(f"p_{c}" for c in info.classes), "error"]
     rows: list[dict | None] = [None] * len(found)
@@ -121,7 +134,7 @@ def predict(
         if error is not None:
             rows[i] = {"path": path, "error": error}
     todo = [i for i, (_, error) in enumerate(found) if error is None]
-    tasks = [(found[i][0], info.featurize, min_duration_s) for i in todo]
+    tasks = [(found[i][0], info.featurize, min_duration_s, info.cycle_head is not None) for i in todo]
 
     jobs = min(jobs or os.cpu_count() or 1, len(tasks))
     inference.check_backend(backend)
@@ -134,16 +147,18 @@ def predict(
             results = map(recording_windows, tasks)
         else:
             results = pool.map(recording_windows, tasks, chunksize=max(1, min(16, len(tasks) // (jobs * 8))))
-        pending: list[tuple[int, np.ndarray]] = []  # (row, feature windows) awaiting the model
+        pending: list[tuple[int, tuple]] = []  # (row, (feature windows, cycle features)) awaiting the model
 
         def classify_pending() -> None:
             """Run the buffered recordings' windows through the model; aggregate as evaluate does."""
             if not pending:
                 return
-            probs = runner.predict(np.concatenate([x for _, x in pending]))
-            owners = np.repeat([i for i, _ in pending], [len(x) for _, x in pending])
-            recording_probs = evaluation.aggregate(probs, owners, info.aggregation)
-            for i, p in zip(recording_probs.index, recording_probs.to_numpy()):
+            probs = runner.predict(np.concatenate([x for _, (x, _) in pending]))
+            owners = np.repeat([i for i, _ in pending], [len(x) for _, (x, _) in pending])
+            recording_probs = evaluation.aggregate(probs, owners, info.aggregation).to_numpy()
+            if info.cycle_head is not None:
+                recording_probs = info.cycle_head.fuse(recording_probs, np.stack([c for _, (_, c) in pending]))
+            for i, p in zip([i for i, _ in pending], recording_probs):
                 best = int(p.argmax())
                 rows[i] = {
                     "path": found[i][0],
@@ -157,12 +172,12 @@ def predict(
         # disable=None: tqdm draws only on a terminal, so logs and pipes stay clean.
         disable = None if progress and len(tasks) >= MIN_FILES_FOR_PROGRESS else True
         with tqdm(total=len(tasks), desc="predict", unit="file", file=sys.stderr, disable=disable) as bar:
-            for i, (windows, error) in zip(todo, results):
+            for i, (inputs, error) in zip(todo, results):
                 if error is not None:
                     rows[i] = {"path": found[i][0], "error": error}
                 else:
-                    pending.append((i, windows))
-                    if sum(len(x) for _, x in pending) >= BATCH_WINDOWS:  # a few dozen recordings at most
+                    pending.append((i, inputs))
+                    if sum(len(x) for _, (x, _) in pending) >= BATCH_WINDOWS:  # a few dozen recordings at most
                         classify_pending()
                 bar.update()
             classify_pending()

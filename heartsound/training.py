@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heartsound import evaluation, features, model
+from heartsound import evaluation, features, fusion, model
 from heartsound.config import Params
 from heartsound.model_dir import FORMAT
 
@@ -29,12 +29,14 @@ def model_metadata(params: Params, classes: list[str], features_meta: dict) -> d
         "aggregation": params.evaluate.aggregation,
         "model": params.train.model,
         "dataset": params.data.dataset,
+        "cycle_weight": params.train.cycle_weight,
         "keras_version": keras.__version__,
     }
 
 
-def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) -> dict:
-    """Train on the train split, early-stop on val, save the model with its metadata."""
+def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str, cycles_dir: str) -> dict:
+    """Train on the train split, early-stop on val, save the model with its metadata (and, when
+    train.cycle_weight > 0, the cycle head fitted on the train split's recordings)."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
@@ -59,10 +61,17 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str) 
         live.summary["best_epoch"] = best + 1
         live.summary["epochs_run"] = len(history["loss"])
     model.save(trained, model_metadata(params, classes, meta), model_dir)
+    if params.train.cycle_weight > 0:
+        recordings = w_train.drop_duplicates("recording_id")
+        table = fusion.load_table(cycles_dir)
+        head = fusion.fit_on(table, recordings["recording_id"], recordings["label"], classes, params.train.cycle_weight)
+        head.save(model_dir)
     return {"epochs_run": len(history["loss"]), "best_epoch": best + 1}
 
 
-def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path: str, plots_dir: str) -> dict:
+def run_evaluate(
+    params: Params, features_dir: str, model_dir: str, metrics_path: str, plots_dir: str, cycles_dir: str
+) -> dict:
     """Score the test split at recording level; write metrics.json, the confusion PNG and its data."""
     with open(Path(model_dir) / model.METADATA_FILE, encoding="utf-8") as f:
         classes = json.load(f)["classes"]
@@ -73,6 +82,9 @@ def run_evaluate(params: Params, features_dir: str, model_dir: str, metrics_path
     ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
         probs, w_test, classes, params.evaluate.aggregation
     )
+    head = fusion.load(model_dir)
+    if head is not None:
+        y_pred, rec_probs = fusion.fused_predictions(head, fusion.load_table(cycles_dir), ids, rec_probs, classes)
     metrics = evaluation.score(y_true, y_pred, classes, params.data.dataset, groups)
     metrics["split"] = "test"
     os.makedirs(Path(metrics_path).parent, exist_ok=True)

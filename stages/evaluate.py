@@ -12,11 +12,12 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("metrics", help="metrics JSON to write")
     parser.add_argument("plots_dir")
+    parser.add_argument("--cycles", default="data/cycles", help="the segment stage's output (the cycle head's input)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     params = config.load_or_exit(args.params)
-    metrics = run_evaluate(params, args.features_dir, args.model_dir, args.metrics, args.plots_dir)
+    metrics = run_evaluate(params, args.features_dir, args.model_dir, args.metrics, args.plots_dir, args.cycles)
     print({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n_recordings")})
 
 

@@ -118,6 +118,36 @@ def test_mfcc_shape_dtype_and_determinism(params):
     assert np.array_equal(mfcc, features.mfcc_windows(samples.copy(), params))
 
 
+def test_cepstral_normalisation_removes_a_device_filter_and_gain(params):
+    """A stethoscope's EQ and gain are a fixed filter: cmn/cmvn features barely move, plain MFCCs do."""
+    from scipy import signal
+
+    samples = heartbeat(9.0, params.sample_rate_hz, seed=3)
+    sos = signal.butter(2, 150, btype="lowpass", fs=params.sample_rate_hz, output="sos")
+    device = (4.0 * signal.sosfilt(sos, samples) + 0.5 * samples).astype(np.float32)
+    change = {}
+    for how in ("none", "cmn", "cmvn"):
+        p = dataclasses.replace(params, normalise=how)
+        a, b = features.mfcc_windows(samples, p), features.mfcc_windows(device, p)
+        change[how] = float(np.abs(a - b).mean() / np.abs(a).mean())
+        if how != "none":
+            frames = features.recording_mfcc(samples, p)[: 1 + len(samples) // p.hop_length]
+            assert np.allclose(frames.mean(axis=0), 0, atol=1e-3)
+            if how == "cmvn":
+                assert np.allclose(frames.std(axis=0), 1, atol=1e-3)
+    assert change["cmn"] < 0.5 * change["none"], change
+    assert change["cmvn"] < 0.5 * change["none"], change
+
+
+def test_normalisation_ignores_a_short_recordings_padding(params):
+    p = dataclasses.replace(params, normalise="cmn")
+    short = heartbeat(1.5, p.sample_rate_hz, seed=4)
+    frames = features.recording_mfcc(short, p)
+    signal_frames = 1 + len(short) // p.hop_length
+    assert len(frames) > signal_frames  # padded to one window
+    assert np.allclose(frames[:signal_frames].mean(axis=0), 0, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
