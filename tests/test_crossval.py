@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heartsound import config, crossval, splits
+from heartsound import config, crossval, fusion, splits
 from heartsound.datasets import pascal
 
 
@@ -188,6 +188,38 @@ def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
     phone_rows = predictions[predictions["source"] == "phone"]
     assert phone["accuracy"]["mean"] == pytest.approx((phone_rows["predicted"] == "normal").mean())
     json.dumps(metrics)
+
+
+def test_cycle_head_is_fitted_per_fold_and_fused(tmp_path):
+    """A cycle feature that names the class and CNN windows that do not: with a heavy head every fold is right."""
+    manifest = tiny_features(tmp_path)
+    window_tables = pd.concat(pd.read_csv(tmp_path / f"{s}_windows.csv") for s in ("train", "val", "test"))
+    labels = window_tables.groupby("recording_id")["label"].first().loc[manifest["recording_id"]]
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame(
+        {
+            "recording_id": manifest["recording_id"],
+            "no_rhythm_reason": "",
+            "murmur_sign": (labels.to_numpy() == "murmur") * 3.0 + 0.1 * rng.normal(size=len(manifest)),
+            "noise": rng.normal(size=len(manifest)),
+        }
+    )
+    cycles_dir = tmp_path / "cycles"
+    cycles_dir.mkdir()
+    table.to_csv(cycles_dir / fusion.TABLE_FILE, index=False)
+    x = np.load(tmp_path / "train.npy")
+    np.save(tmp_path / "train.npy", np.zeros_like(x))  # the CNN hears nothing in the training windows
+    raw = {
+        "train": {"model": "cnn1d", "epochs": 1, "batch_size": 8, "patience": 0, "cycle_weight": 0.9},
+        "crossval": {"folds": 2, "seed": 0, "seeds": 1},
+        "data": {"dataset": "folder"},
+    }
+    metrics, predictions = crossval.run(config.parse(raw), tmp_path, manifest, cycles_dir, log=lambda _: None)
+    assert metrics["balanced_accuracy"]["mean"] == 1.0
+    assert np.allclose(predictions[["p_murmur", "p_normal"]].sum(axis=1), 1, atol=1e-5)
+    table.iloc[:-1].to_csv(cycles_dir / fusion.TABLE_FILE, index=False)
+    with pytest.raises(ValueError, match="r19 has no cycle features"):
+        crossval.run(config.parse(raw), tmp_path, manifest, cycles_dir, log=lambda _: None)
 
 
 def test_leave_one_source_out_holds_out_each_source_and_leaves_incomplete_ones_out_of_the_mean(tmp_path):

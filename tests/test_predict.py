@@ -154,6 +154,31 @@ def test_predict_rows_are_evaluates_aggregation_of_window_probabilities(tiny_mod
     assert len({len(features.recording_features(p, info.featurize)) for p in recordings}) > 1
 
 
+def test_a_cycle_head_in_the_model_directory_is_fused_as_evaluate_does(model_copy, recordings):
+    from heartsound import cycles, fusion
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(30, len(cycles.FEATURE_NAMES)))
+    head = fusion.fit(rows, np.array(CLASSES)[np.arange(30) % 3], CLASSES, cycles.FEATURE_NAMES, weight=0.6)
+    head.save(model_copy)
+    plain = predict(recordings, model=model_copy, jobs=1)
+    (model_copy / fusion.HEAD_FILE).unlink()
+    cnn_only = predict(recordings, model=model_copy, jobs=1)
+    columns = [f"p_{c}" for c in CLASSES]
+    expected = head.fuse(cnn_only[columns].to_numpy(), np.stack([cycles.file_cycle_features(p)[0] for p in recordings]))
+    np.testing.assert_allclose(plain[columns].to_numpy(), expected, atol=1e-5)
+    assert not np.allclose(plain[columns].to_numpy(), cnn_only[columns].to_numpy(), atol=1e-3)
+
+
+def test_a_head_for_other_classes_is_refused(model_copy, recordings):
+    from heartsound import cycles, fusion
+
+    rows = np.random.default_rng(0).normal(size=(20, len(cycles.FEATURE_NAMES)))
+    fusion.fit(rows, np.array(["a", "b"])[np.arange(20) % 2], ["a", "b"], cycles.FEATURE_NAMES, 0.5).save(model_copy)
+    with pytest.raises(inference.ModelError, match="classes"):
+        predict(recordings, model=model_copy)
+
+
 def test_max_aggregation_from_metadata_is_used(model_copy, recordings):
     meta_path = model_copy / METADATA_FILE
     meta = json.loads(meta_path.read_text())
