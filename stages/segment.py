@@ -21,7 +21,7 @@ def main() -> None:
     table = cycles.recordings_table(manifest["recording_id"], manifest["path"])
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     table.to_csv(Path(args.out_dir) / fusion.TABLE_FILE, index=False, float_format="%.6g")
-    reasons = table.loc[table["no_rhythm_reason"] != "", "no_rhythm_reason"].str.split(":").str[0]
+    reasons = table.loc[table["no_rhythm_reason"] != "", "no_rhythm_reason"].str.split(r":| \(", regex=True).str[0]
     print(f"{len(table)} recordings, rhythm found in {int((table['no_rhythm_reason'] == '').sum())}")
     if len(reasons):
         print("no rhythm:", reasons.value_counts().to_dict())
