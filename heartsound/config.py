@@ -77,6 +77,8 @@ class TrainParams:
     threads: int = 2
     # Weight of the cycle head (heartsound.fusion) in the recording's log-probability; 0 = the CNN alone.
     cycle_weight: float = 0.0
+    # none: random initial weights; pretrained: every layer but the classifier from the pretrain stage's model.
+    init: str = "none"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,19 @@ class CrossvalParams:
 
 
 @dataclass(frozen=True)
+class PretrainParams:
+    # The larger data set the pretrain stage trains on (its own .dvc); features as featurize makes them.
+    dataset: str = "physionet2016"
+    root: str = "data/raw/physionet2016"
+    # Non-overlapping windows: a quarter of the windows of a 1-s hop, for a few more minutes of training.
+    window_hop_s: float = 4.0
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     prepare: PrepareParams = field(default_factory=PrepareParams)
@@ -105,6 +120,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     crossval: CrossvalParams = field(default_factory=CrossvalParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
 
 
 DATASETS = ("pascal", "physionet2016", "yaseen2018", "circor2022", "folder")
@@ -113,6 +129,8 @@ CHOICES = {
     "data.dataset": DATASETS,
     "featurize.normalise": ("none", "cmn", "cmvn"),
     "train.model": MODELS,
+    "train.init": ("none", "pretrained"),
+    "pretrain.dataset": DATASETS,
     "train.class_weight": ("balanced", "none"),
     "train.lr_schedule": ("constant", "cosine"),
     "crossval.by": ("group", "source"),
@@ -285,6 +303,12 @@ def _check(params: Params) -> list[str]:
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
     c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
     c.require(1 <= t.threads <= 64, "train.threads", "must be between 1 and 64", t.threads)
+    pre = params.pretrain
+    c.require(pre.epochs >= 1, "pretrain.epochs", "must be >= 1", pre.epochs)
+    c.require(pre.batch_size >= 1, "pretrain.batch_size", "must be >= 1", pre.batch_size)
+    c.require(pre.learning_rate > 0, "pretrain.learning_rate", "must be > 0", pre.learning_rate)
+    c.require(pre.window_hop_s > 0, "pretrain.window_hop_s", "must be > 0", pre.window_hop_s)
+    c.require(pre.root.strip() != "", "pretrain.root", "must name the dataset directory", pre.root)
     c.require(0 <= t.cycle_weight < 1, "train.cycle_weight", "must be >= 0 and < 1 (0 = no cycle head)", t.cycle_weight)
     cv = params.crossval
     c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)

@@ -159,7 +159,9 @@ def leave_one_source_out_summary(scores: dict[str, list[dict]], classes) -> dict
     return out
 
 
-def run(params: Params, features_dir, manifest: pd.DataFrame, cycles_dir=None, log=print) -> tuple[dict, pd.DataFrame]:
+def run(
+    params: Params, features_dir, manifest: pd.DataFrame, cycles_dir=None, pretrained_dir=None, log=print
+) -> tuple[dict, pd.DataFrame]:
     """Train and score the configured model on every fold, once per training seed (crossval.seeds); with
     train.cycle_weight > 0, each fold's cycle head is fitted on its training recordings (cycles_dir's table).
 
@@ -198,6 +200,7 @@ def run(params: Params, features_dir, manifest: pd.DataFrame, cycles_dir=None, l
                 len(classes),
                 dataclasses.replace(params.train, seed=seed),
                 verbose=0,
+                init_dir=pretrained_dir,
             )
             probs = model.predict_windows(trained, x[part["test"]])
             ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(

@@ -168,8 +168,11 @@ def _batches(x, y, weights, batch_size: int, seed: int, augmented: bool):
     return Batches()
 
 
-def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks=(), verbose: int = 2):
+def train(
+    x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks=(), verbose: int = 2, init_dir=None
+):
     """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model.
+    With train.init: pretrained, each starts from the pretrain stage's weights in init_dir (all but the classifier).
 
     Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
     """
@@ -177,7 +180,7 @@ def train(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, c
     for i in range(params.ensemble):
         member_params = dataclasses.replace(params, seed=params.seed + i)
         member, history = _train_one(
-            x_train, y_train, x_val, y_val, n_classes, member_params, callbacks if i == 0 else (), verbose
+            x_train, y_train, x_val, y_val, n_classes, member_params, callbacks if i == 0 else (), verbose, init_dir
         )
         members.append(member)
         if i == 0:
@@ -195,7 +198,28 @@ def average(members):
     return keras.Model(inputs, outputs, name=f"ensemble_of_{len(members)}")
 
 
-def _train_one(x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks, verbose: int):
+def load_pretrained(model, model_name: str, init_dir) -> None:
+    """Copy every layer's weights but the classifier's from the pretrain stage's model (heartsound.pretraining)."""
+    init_dir = Path(init_dir)
+    try:
+        meta = json.loads((init_dir / "pretrained.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"train.init is pretrained but {init_dir} has no usable pretrained.json ({e})") from e
+    expected = model_name
+    if meta.get("model") != expected or meta.get("feature_shape") != list(model.input_shape[1:3]):
+        raise ValueError(
+            f"{init_dir}: pre-trained {meta.get('model')} on windows {meta.get('feature_shape')}, but train wants "
+            f"{expected} on {list(model.input_shape[1:3])}; rerun the pretrain stage (`dvc repro pretrain`)"
+        )
+    source = BUILDERS[meta["model"]](model.input_shape[1:], len(meta["classes"]), "pretrained")
+    source.load_weights(init_dir / "pretrained.weights.h5")
+    for target_layer, source_layer in zip(model.layers[:-1], source.layers[:-1]):
+        target_layer.set_weights(source_layer.get_weights())
+
+
+def _train_one(
+    x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks, verbose: int, init_dir=None
+):
     """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
     import keras
 
@@ -207,6 +231,10 @@ def _train_one(x_train, y_train, x_val, y_val, n_classes: int, params: TrainPara
     model = build_model(
         params.model, to_input(x_train).shape[1:], n_classes, learning_rate, f"{params.model}_{params.seed}"
     )
+    if params.init == "pretrained":
+        if init_dir is None:
+            raise ValueError("train.init is pretrained but no pretrained model directory was given")
+        load_pretrained(model, params.model, init_dir)
     has_val = len(x_val) > 0
     callbacks = list(callbacks)
     if has_val and params.patience > 0:

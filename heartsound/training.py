@@ -30,11 +30,14 @@ def model_metadata(params: Params, classes: list[str], features_meta: dict) -> d
         "model": params.train.model,
         "dataset": params.data.dataset,
         "cycle_weight": params.train.cycle_weight,
+        "init": params.train.init,
         "keras_version": keras.__version__,
     }
 
 
-def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str, cycles_dir: str) -> dict:
+def run_train(
+    params: Params, features_dir: str, model_dir: str, live_dir: str, cycles_dir: str, pretrained_dir: str
+) -> dict:
     """Train on the train split, early-stop on val, save the model with its metadata (and, when
     train.cycle_weight > 0, the cycle head fitted on the train split's recordings)."""
     from dvclive import Live
@@ -54,6 +57,7 @@ def run_train(params: Params, features_dir: str, model_dir: str, live_dir: str, 
             len(classes),
             params.train,
             callbacks=[DVCLiveCallback(live=live)],
+            init_dir=pretrained_dir,
         )
         # Without early stopping (patience 0) the model kept is the last epoch's, whatever val_loss says.
         stopped = "val_loss" in history and params.train.patience > 0

@@ -17,12 +17,13 @@ def main() -> None:
     parser.add_argument("metrics", help="cv metrics JSON to write")
     parser.add_argument("--predictions", default="metrics/cv_predictions.csv", help="out-of-fold predictions CSV")
     parser.add_argument("--cycles", default="data/cycles", help="the segment stage's output (the cycle head's input)")
+    parser.add_argument("--pretrained", default="data/pretrained", help="the pretrain stage's output (train.init)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     params = config.load_or_exit(args.params)
     manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "label": str, "group": str})
-    metrics, predictions = run(params, args.features_dir, manifest, args.cycles)
+    metrics, predictions = run(params, args.features_dir, manifest, args.cycles, args.pretrained)
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     with open(args.metrics, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)

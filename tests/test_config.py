@@ -20,6 +20,7 @@ STAGE_ARGS = {
     "train": ["f", "m"],
     "evaluate": ["f", "m", "j", "p"],
     "crossval": ["m.csv", "f", "cv.json"],
+    "pretrain": ["out"],
 }
 # Stages that read no params (dvc.yaml lists none for them): nothing in params.yaml can change their output.
 PARAMLESS_STAGES = {"segment"}
@@ -39,7 +40,7 @@ def test_repo_params_and_defaults_are_valid():
 
 def test_every_section_is_typed():
     sections = get_type_hints(config.Params)
-    assert set(sections) == {"data", "prepare", "featurize", "train", "evaluate", "crossval"}
+    assert set(sections) == {"data", "prepare", "featurize", "train", "evaluate", "crossval", "pretrain"}
     for cls in sections.values():
         hints = get_type_hints(cls)
         assert hints and set(hints) == {f.name for f in dataclasses.fields(cls)}

@@ -133,3 +133,45 @@ def test_threads_are_set_before_tensorflow_starts_and_a_late_call_warns():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "-c", LATE_THREADS], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def _pretrained(tmp_path, name="cnn1d", shape=SHAPE):
+    """A 2-class model trained one epoch and written as the pretrain stage writes it."""
+    import json
+
+    x, y = _data()
+    params = TrainParams(model=name, epochs=1, batch_size=16, patience=0, seed=5)
+    trained, _ = model.train(x, y % 2, x[:0], y[:0], 2, params, verbose=0)
+    trained.save_weights(tmp_path / "pretrained.weights.h5")
+    meta = {"model": name, "classes": ["abnormal", "normal"], "feature_shape": list(shape)}
+    (tmp_path / "pretrained.json").write_text(json.dumps(meta))
+    return trained
+
+
+def test_pretrained_init_copies_every_layer_but_the_classifier(tmp_path):
+    source = _pretrained(tmp_path)
+    target = model.build_model("cnn1d", (*SHAPE, 1), 3, 1e-3)
+    model.load_pretrained(target, "cnn1d", tmp_path)
+    for mine, theirs in zip(target.layers[:-1], source.layers[:-1]):
+        for a, b in zip(mine.get_weights(), theirs.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert target.layers[-1].get_weights()[0].shape[-1] == 3
+    # And train.init: pretrained starts there: one epoch from it differs from one epoch from random weights.
+    x, y = _data()
+    params = TrainParams(model="cnn1d", epochs=1, batch_size=16, patience=0, seed=5)
+    scratch, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    pretrained = dataclasses.replace(params, init="pretrained")
+    tuned, _ = model.train(x, y, x[:0], y[:0], 3, pretrained, verbose=0, init_dir=tmp_path)
+    assert not np.array_equal(scratch.layers[3].get_weights()[0], tuned.layers[3].get_weights()[0])
+
+
+def test_pretrained_weights_of_another_model_or_window_are_refused(tmp_path):
+    _pretrained(tmp_path, shape=(8, 16))
+    target = model.build_model("cnn1d", (*SHAPE, 1), 3, 1e-3)
+    with pytest.raises(ValueError, match="rerun the pretrain stage"):
+        model.load_pretrained(target, "cnn1d", tmp_path)
+    with pytest.raises(ValueError, match="no usable pretrained.json"):
+        model.load_pretrained(target, "cnn1d", tmp_path / "missing")
+    x, y = _data()
+    with pytest.raises(ValueError, match="no pretrained model directory"):
+        model.train(x, y, x[:0], y[:0], 3, TrainParams(model="cnn1d", epochs=1, init="pretrained"), verbose=0)
