@@ -16,12 +16,13 @@ from servers import find_weed, run_seaweedfs
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEAM_REMOTE = REPO_ROOT.parent / "shared" / "dvc-remote"
 
-# Small and fast, but every stage does real work: 6 recordings per class, 3 epochs.
+# Small and fast, but every stage does real work: 6 recordings per class, 3 epochs; pre-training one epoch.
 SUBSET_PARAMS = {
     "prepare": {"max_per_class": 6},
     "featurize": {"jobs": 1, "cache_dir": ".heartsound-cache/features"},
     "train": {"epochs": 3, "patience": 3},
     "crossval": {"folds": 2, "seeds": 1},
+    "pretrain": {"epochs": 1},
 }
 
 
@@ -114,7 +115,7 @@ def make_project(path: Path, params: dict | None = SUBSET_PARAMS, pull: bool = T
         project.set_params(params)
     project.commit("project under test")
     if pull:
-        project.dvc("pull", "-q", "data/raw/pascal.dvc")
+        project.dvc("pull", "-q", "data/raw/pascal.dvc", "data/raw/physionet2016.dvc")
     return project
 
 

@@ -65,12 +65,14 @@ def test_metrics_diff_between_commits(built_project):
     ("module", "stages"),
     [
         # load_split lives here: every stage that reads the feature arrays reruns, not featurize alone.
-        ("heartsound/features.py", ["crossval", "evaluate", "featurize", "train"]),
-        # The model directory layout and to_input: train, evaluate and crossval.
-        ("heartsound/model_dir.py", ["crossval", "evaluate", "train"]),
-        ("heartsound/splits.py", ["crossval", "prepare"]),
+        ("heartsound/features.py", ["crossval", "evaluate", "featurize", "pretrain", "train"]),
+        # The model directory layout and to_input: every stage that trains or loads a model.
+        ("heartsound/model_dir.py", ["crossval", "evaluate", "pretrain", "train"]),
+        ("heartsound/splits.py", ["crossval", "prepare", "pretrain"]),
+        # The segmenter's fitted parameters, a data file its module reads: segment alone (its table feeds the rest).
+        ("heartsound/segmentation_model.json", ["segment"]),
         # Python runs the package's __init__ before any of its modules.
-        ("heartsound/__init__.py", ["crossval", "evaluate", "featurize", "prepare", "train"]),
+        ("heartsound/__init__.py", ["crossval", "evaluate", "featurize", "prepare", "pretrain", "segment", "train"]),
     ],
 )
 def test_editing_a_module_marks_the_stages_that_import_it(built_project, module, stages):
