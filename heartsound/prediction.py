@@ -84,12 +84,15 @@ def recording_windows(task: tuple[str, FeaturizeParams, float, bool]) -> tuple[t
         info = audio.probe(path)
         if info.duration_s < min_duration_s:
             raise audio.AudioError(f"too short: {info.duration_s:.2f} s (the minimum is {min_duration_s:g} s)")
-        windows = features.recording_features(path, params)
         if not with_cycles:
-            return (windows, None), None
+            return (features.recording_features(path, params), None), None
         from heartsound import cycles
 
-        return (windows, cycles.file_cycle_features(path)[0]), None
+        if params.sample_rate_hz == cycles.ENERGY_RATE_HZ and params.max_duration_s is None:
+            # Both from one decoding: the same samples the featurize and segment stages decode separately.
+            samples, rate = audio.load(path, params.sample_rate_hz)
+            return (features.mfcc_windows(samples, params), cycles.recording_cycle_features(samples, rate)[0]), None
+        return (features.recording_features(path, params), cycles.file_cycle_features(path)[0]), None
     except audio.AudioError as e:
         return None, str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must not stop a batch; its reason is reported
