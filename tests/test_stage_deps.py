@@ -117,3 +117,11 @@ def test_feature_cache_key_follows_the_params():
     assert features.cache_key(FeaturizeParams(n_mfcc=20)) != features.cache_key(FeaturizeParams())
     # How the numbers are computed (workers, cache location) is not part of what they are.
     assert features.cache_key(FeaturizeParams(jobs=1, cache_dir="elsewhere")) == features.cache_key(FeaturizeParams())
+
+
+def test_a_data_file_a_module_reads_beside_itself_is_code_too():
+    closure = {p.name for p in codedeps.imported_files(REPO_ROOT / "heartsound" / "cycles.py")}
+    assert "segmentation_model.json" in closure  # read by segmentation.py, which cycles imports
+    assert "segmentation_model.json" not in {
+        p.name for p in codedeps.imported_files(REPO_ROOT / "heartsound" / "features.py")
+    }

@@ -150,7 +150,8 @@ def test_s3_push_then_fresh_clone_gets_outputs_without_recomputing(built_project
         or "storage" not in (teammate.path / ".dvc" / "config.local").read_text()
     )
     teammate.env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
-    teammate.dvc("pull", "-q", "data/raw/pascal.dvc")  # raw data: from the team remote, as in every clone
+    # raw data: from the team remote, as in every clone
+    teammate.dvc("pull", "-q", "data/raw/pascal.dvc", "data/raw/physionet2016.dvc")
     teammate.dvc("pull", "-r", "storage", "dvc.yaml")
     assert_outputs_as_locked(teammate, outs)
 

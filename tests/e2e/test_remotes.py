@@ -129,7 +129,8 @@ def test_ssh_push_then_fresh_clone_gets_outputs_without_recomputing(built_projec
 
     teammate = clone(built_project, "teammate")
     add_ssh_remote(teammate, sshd, ssh_store)
-    teammate.dvc("pull", "-q", "data/raw/pascal.dvc")  # raw data: from the team remote, as in every clone
+    # raw data: from the team remote, as in every clone
+    teammate.dvc("pull", "-q", "data/raw/pascal.dvc", "data/raw/physionet2016.dvc")
     teammate.dvc("pull", "-r", "storage", "dvc.yaml")
     assert_outputs_as_locked(teammate, outs)
 
