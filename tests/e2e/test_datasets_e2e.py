@@ -13,7 +13,9 @@ pytestmark = pytest.mark.e2e
 
 SAMPLES = REPO_ROOT.parent / "shared" / "samples"
 SAMPLE_SETS = ("physionet2016", "yaseen2018", "circor2022")
-ALL_STAGES = ["evaluate", "featurize", "prepare", "train"]
+# What switching data.* reruns up to evaluate. pretrain is left out: it reads its own data set (here the PhysioNet
+# sample set, as pretrain.root says) and runs on the first repro only.
+ALL_STAGES = ["evaluate", "featurize", "prepare", "segment", "train"]
 
 # A few recordings per class: 0.4/0.3/0.3 keeps one group per class in every split (at the default
 # 0.15, splits.py asks StratifiedGroupKFold for 7 folds, more than any sample class has recordings).
@@ -47,7 +49,7 @@ def repro_on(project, dataset: str, root: str, seed: int = 42):
     stages = project.stages_run(project.dvc("repro", "evaluate").stdout)
     p = project.path
     return (
-        sorted(stages),
+        sorted(set(stages) - {"pretrain"}),
         pd.read_csv(p / "data/prepared/manifest.csv", dtype={"group": str}),
         pd.read_csv(p / "data/prepared/rejections.csv"),
         json.loads((p / "metrics/metrics.json").read_text()),
