@@ -71,6 +71,12 @@ class TrainParams:
     class_weight: str = "balanced"  # balanced | none
     seed: int = 42
     augment: bool = False  # random time shift and gain of training windows
+    # More augmentation of training windows (0 = off), each drawn per window after shift and gain:
+    eq_db: float = 0.0  # a random stethoscope response: a smooth EQ curve over the mel bands, std in dB
+    time_mask: float = 0.0  # SpecAugment time mask: up to this share of a window's frames set to its mean
+    freq_mask: float = 0.0  # SpecAugment frequency mask: up to this share of the mel bands set to their mean
+    mixup: float = 0.0  # mixup's Beta(alpha, alpha): windows and labels mixed within a batch
+    loss: str = "crossentropy"  # crossentropy | focal (focal cross-entropy, gamma 2)
     lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the epochs)
     ensemble: int = 1  # models trained with seeds seed, seed + 1, ...; their probabilities averaged
     # TensorFlow's intra-op threads (inter-op: 1). The numbers depend on it, so it is a param, not the core count.
@@ -133,6 +139,7 @@ CHOICES = {
     "pretrain.dataset": DATASETS,
     "train.class_weight": ("balanced", "none"),
     "train.lr_schedule": ("constant", "cosine"),
+    "train.loss": ("crossentropy", "focal"),
     "crossval.by": ("group", "source"),
     "evaluate.aggregation": ("mean", "max"),
 }
@@ -303,6 +310,11 @@ def _check(params: Params) -> list[str]:
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
     c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
     c.require(1 <= t.threads <= 64, "train.threads", "must be between 1 and 64", t.threads)
+    c.require(t.eq_db >= 0, "train.eq_db", "must be >= 0 (0 = off)", t.eq_db)
+    for key in ("time_mask", "freq_mask"):
+        value = getattr(t, key)
+        c.require(0 <= value < 1, f"train.{key}", "must be >= 0 and < 1 (0 = off)", value)
+    c.require(t.mixup >= 0, "train.mixup", "must be >= 0 (0 = off)", t.mixup)
     pre = params.pretrain
     c.require(pre.epochs >= 1, "pretrain.epochs", "must be >= 1", pre.epochs)
     c.require(pre.batch_size >= 1, "pretrain.batch_size", "must be >= 1", pre.batch_size)

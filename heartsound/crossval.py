@@ -201,6 +201,7 @@ def run(
                 dataclasses.replace(params.train, seed=seed),
                 verbose=0,
                 init_dir=pretrained_dir,
+                n_mels=params.featurize.n_mels,
             )
             probs = model.predict_windows(trained, x[part["test"]])
             ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(

@@ -14,13 +14,12 @@ from __future__ import annotations
 import functools
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 from scipy import signal
 
-from heartsound import audio
+from heartsound import audio, features
 from heartsound.segmentation import DIASTOLE, SYSTOLE, Segmentation, segment
 
 ENERGY_BANDS_HZ = ((25, 45), (45, 80), (80, 200), (200, 400), (400, 800))
@@ -85,7 +84,7 @@ def recordings_table(recording_ids, paths, jobs: int = 0) -> pd.DataFrame:
     if workers == 1:
         results = [file_cycle_features(p) for p in paths]
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with features.worker_pool(workers) as pool:
             results = list(pool.map(file_cycle_features, paths, chunksize=8))
     table = pd.DataFrame([f for f, _ in results], columns=list(FEATURE_NAMES))
     table.insert(0, "no_rhythm_reason", [reason for _, reason in results])

@@ -100,19 +100,25 @@ def build_cnn1d(input_shape: tuple[int, ...], n_classes: int, name: str = "cnn1d
 BUILDERS = {"seed_cnn": build_seed_cnn, "cnn1d": build_cnn1d}
 
 
-def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate, model_name: str | None = None):
-    """A compiled model from its params name (train.model); learning_rate may be a keras schedule."""
+def build_model(
+    name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate, model_name: str | None = None, loss="sparse"
+):
+    """A compiled model from its params name (train.model); learning_rate may be a keras schedule.
+    loss: "sparse" (integer labels), or "crossentropy" / "focal" on one-hot (or mixed) labels.
+    """
     import keras
 
     try:
         model = BUILDERS[name](input_shape, n_classes, model_name or name)
     except KeyError:
         raise ValueError(f"unknown train.model {name!r} (known: {', '.join(BUILDERS)})") from None
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    losses = {
+        "sparse": "sparse_categorical_crossentropy",
+        "crossentropy": "categorical_crossentropy",
+        # alpha 1: the class balance is train.class_weight's; focal only down-weights the easy windows.
+        "focal": keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=2.0),
+    }
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=losses[loss], metrics=["accuracy"])
     return model
 
 
@@ -129,38 +135,105 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] 
     return mapping
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, n_mels: int = 64) -> np.ndarray:
-    """Random circular time shift and gain of MFCC windows [n, n_mfcc, frames] (a new array).
+def augment(x: np.ndarray, rng: np.random.Generator, params: TrainParams, n_mels: int = 64) -> np.ndarray:
+    """Augmented copies of MFCC windows [n, n_mfcc, frames], as params asks (train.augment, eq_db, time_mask,
+    freq_mask).
 
-    A window starts at an arbitrary point of the cardiac cycle, so shifting it is label-preserving.
-    A gain of g dB adds g * sqrt(n_mels) to MFCC 0 (orthonormal DCT of the log-mel bands) and
-    nothing else, so it is applied there only.
+    A window starts at an arbitrary point of the cardiac cycle, so a circular time shift is label-preserving.
+    MFCCs are the orthonormal DCT of log-mel bands in dB, so anything a microphone does to the spectrum, a gain
+    or a frequency response (EQ), adds the DCT of its dB curve to every frame: gain g adds g * sqrt(n_mels)
+    to MFCC 0 only, and a random smooth curve stands for a stethoscope the model never heard.
     """
-    out = np.empty_like(x)
-    shifts = rng.integers(0, x.shape[2], len(x))
-    for i, shift in enumerate(shifts):
-        out[i] = np.roll(x[i], shift, axis=1)
-    out[:, 0, :] += (rng.uniform(-6, 6, len(x)) * np.sqrt(n_mels)).astype(x.dtype)[:, None]
+    out = x.copy()
+    n, n_mfcc, frames = x.shape
+    if params.augment:
+        shifts = rng.integers(0, frames, n)
+        for i, shift in enumerate(shifts):
+            out[i] = np.roll(x[i], shift, axis=1)
+        out[:, 0, :] += (rng.uniform(-6, 6, n) * np.sqrt(n_mels)).astype(x.dtype)[:, None]
+    if params.eq_db > 0:
+        out += _cepstrum(random_eq(n, n_mels, params.eq_db, rng), n_mfcc).astype(x.dtype)[:, :, None]
+    if params.time_mask > 0:
+        widths = rng.integers(0, int(params.time_mask * frames) + 1, n)
+        starts = rng.integers(0, frames - widths + 1)
+        for i in range(n):
+            out[i, :, starts[i] : starts[i] + widths[i]] = out[i].mean(axis=1, keepdims=True)
+    if params.freq_mask > 0:
+        out = _mask_bands(out, rng, params.freq_mask, n_mels)
     return out
 
 
-def _batches(x, y, weights, batch_size: int, seed: int, augmented: bool):
-    """A keras PyDataset of shuffled (and optionally augmented) batches with per-sample class weights."""
+def random_eq(n: int, n_mels: int, std_db: float, rng: np.random.Generator) -> np.ndarray:
+    """n smooth random responses over the mel bands [n, n_mels] in dB: normal knots, linearly interpolated."""
+    knots = rng.normal(0.0, std_db, (n, EQ_KNOTS))
+    grid = np.linspace(0, EQ_KNOTS - 1, n_mels)
+    return np.stack([np.interp(grid, np.arange(EQ_KNOTS), k) for k in knots])
+
+
+# An EQ curve's knots over the mel bands (about one per 200 Hz at 20-1000 Hz): a stethoscope's response is smooth.
+EQ_KNOTS = 6
+
+
+def _dct_matrix(n_mels: int) -> np.ndarray:
+    """The orthonormal DCT-II librosa's MFCC uses, as a matrix [n_mels, n_mels] (rows: coefficients)."""
+    k = np.arange(n_mels)[:, None]
+    m = np.arange(n_mels)[None, :]
+    basis = np.cos(np.pi * k * (2 * m + 1) / (2 * n_mels)) * np.sqrt(2 / n_mels)
+    basis[0] /= np.sqrt(2)
+    return basis
+
+
+def _cepstrum(curves_db: np.ndarray, n_mfcc: int) -> np.ndarray:
+    """What adding dB curves over the mel bands [n, n_mels] adds to the MFCCs [n, n_mfcc]."""
+    return curves_db @ _dct_matrix(curves_db.shape[1])[:n_mfcc].T
+
+
+def _mask_bands(x: np.ndarray, rng: np.random.Generator, share: float, n_mels: int) -> np.ndarray:
+    """SpecAugment's frequency mask in the cepstral domain: back to (smoothed) log-mel bands, a run of bands set to
+    the window's mean band level, and back to MFCCs. Coefficients above n_mfcc stay zero, as the features keep them.
+    """
+    n, n_mfcc, _ = x.shape
+    dct = _dct_matrix(n_mels)[:n_mfcc].astype(x.dtype)
+    bands = np.einsum("km,nkt->nmt", dct, x)
+    widths = rng.integers(0, int(share * n_mels) + 1, n)
+    starts = rng.integers(0, n_mels - widths + 1)
+    for i in range(n):
+        bands[i, starts[i] : starts[i] + widths[i]] = bands[i].mean(axis=0, keepdims=True)
+    return np.einsum("km,nmt->nkt", dct, bands)
+
+
+def _soft_labels(params: TrainParams) -> bool:
+    """Mixup and the focal loss train on one-hot (mixed) labels; otherwise labels stay integers."""
+    return params.mixup > 0 or params.loss == "focal"
+
+
+def _augmenting(params: TrainParams) -> bool:
+    return params.augment or params.eq_db > 0 or params.time_mask > 0 or params.freq_mask > 0 or params.mixup > 0
+
+
+def _batches(x, y, weights, params: TrainParams, n_mels: int):
+    """A keras PyDataset of shuffled, augmented batches with per-sample class weights (mixed too with mixup)."""
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
-            self.rng = np.random.default_rng(seed)
+            self.rng = np.random.default_rng(params.seed)
             self.order = self.rng.permutation(len(x))
 
         def __len__(self):
-            return int(np.ceil(len(x) / batch_size))
+            return int(np.ceil(len(x) / params.batch_size))
 
         def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            xb = augment(x[idx], self.rng) if augmented else x[idx]
-            return to_input(xb), y[idx], weights[idx]
+            idx = np.sort(self.order[i * params.batch_size : (i + 1) * params.batch_size])
+            xb, yb, wb = augment(x[idx], self.rng, params, n_mels), y[idx], weights[idx]
+            if params.mixup > 0:
+                lam = self.rng.beta(params.mixup, params.mixup, len(idx)).astype(np.float32)
+                other = self.rng.permutation(len(idx))
+                xb = lam[:, None, None] * xb + (1 - lam[:, None, None]) * xb[other]
+                yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[other]
+                wb = lam * wb + (1 - lam) * wb[other]
+            return to_input(xb), yb, wb
 
         def on_epoch_end(self):
             self.order = self.rng.permutation(len(x))
@@ -169,10 +242,20 @@ def _batches(x, y, weights, batch_size: int, seed: int, augmented: bool):
 
 
 def train(
-    x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks=(), verbose: int = 2, init_dir=None
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    n_classes: int,
+    params: TrainParams,
+    callbacks=(),
+    verbose: int = 2,
+    init_dir=None,
+    n_mels: int = 64,
 ):
     """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model.
     With train.init: pretrained, each starts from the pretrain stage's weights in init_dir (all but the classifier).
+    n_mels: featurize.n_mels, the band count the augmentations of MFCCs work in.
 
     Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
     """
@@ -180,7 +263,16 @@ def train(
     for i in range(params.ensemble):
         member_params = dataclasses.replace(params, seed=params.seed + i)
         member, history = _train_one(
-            x_train, y_train, x_val, y_val, n_classes, member_params, callbacks if i == 0 else (), verbose, init_dir
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            n_classes,
+            member_params,
+            callbacks if i == 0 else (),
+            verbose,
+            init_dir,
+            n_mels,
         )
         members.append(member)
         if i == 0:
@@ -198,27 +290,41 @@ def average(members):
     return keras.Model(inputs, outputs, name=f"ensemble_of_{len(members)}")
 
 
+PRETRAINED_WEIGHTS_FILE = "pretrained.weights.h5"
+PRETRAINED_METADATA_FILE = "pretrained.json"
+
+
+def save_pretrained(model, metadata: dict, out_dir: str | os.PathLike) -> None:
+    """The pretrain stage's output: the weights and what load_pretrained checks them by (model, feature_shape)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(out_dir / PRETRAINED_WEIGHTS_FILE)
+    with open(out_dir / PRETRAINED_METADATA_FILE, "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2)
+
+
 def load_pretrained(model, model_name: str, init_dir) -> None:
-    """Copy every layer's weights but the classifier's from the pretrain stage's model (heartsound.pretraining)."""
+    """Copy every layer's weights but the classifier's from the pretrain stage's model (save_pretrained)."""
     init_dir = Path(init_dir)
     try:
-        meta = json.loads((init_dir / "pretrained.json").read_text(encoding="utf-8"))
+        meta = json.loads((init_dir / PRETRAINED_METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ValueError(f"train.init is pretrained but {init_dir} has no usable pretrained.json ({e})") from e
-    expected = model_name
-    if meta.get("model") != expected or meta.get("feature_shape") != list(model.input_shape[1:3]):
+        raise ValueError(
+            f"train.init is pretrained but {init_dir} has no usable {PRETRAINED_METADATA_FILE} ({e})"
+        ) from e
+    if meta.get("model") != model_name or meta.get("feature_shape") != list(model.input_shape[1:3]):
         raise ValueError(
             f"{init_dir}: pre-trained {meta.get('model')} on windows {meta.get('feature_shape')}, but train wants "
-            f"{expected} on {list(model.input_shape[1:3])}; rerun the pretrain stage (`dvc repro pretrain`)"
+            f"{model_name} on {list(model.input_shape[1:3])}; rerun the pretrain stage (`dvc repro pretrain`)"
         )
     source = BUILDERS[meta["model"]](model.input_shape[1:], len(meta["classes"]), "pretrained")
-    source.load_weights(init_dir / "pretrained.weights.h5")
+    source.load_weights(init_dir / PRETRAINED_WEIGHTS_FILE)
     for target_layer, source_layer in zip(model.layers[:-1], source.layers[:-1]):
         target_layer.set_weights(source_layer.get_weights())
 
 
 def _train_one(
-    x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks, verbose: int, init_dir=None
+    x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks, verbose: int, init_dir, n_mels: int
 ):
     """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
     import keras
@@ -228,8 +334,14 @@ def _train_one(
     if params.lr_schedule == "cosine":
         steps = params.epochs * int(np.ceil(len(x_train) / params.batch_size))
         learning_rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
+    soft = _soft_labels(params)
     model = build_model(
-        params.model, to_input(x_train).shape[1:], n_classes, learning_rate, f"{params.model}_{params.seed}"
+        params.model,
+        to_input(x_train).shape[1:],
+        n_classes,
+        learning_rate,
+        f"{params.model}_{params.seed}",
+        params.loss if soft else "sparse",
     )
     if params.init == "pretrained":
         if init_dir is None:
@@ -243,14 +355,16 @@ def _train_one(
         )
         callbacks.insert(0, stop)
     weights = class_weights(y_train, n_classes, params.class_weight)
-    if params.augment:
+    targets = np.eye(n_classes, dtype=np.float32)[y_train] if soft else np.asarray(y_train)
+    if soft and has_val:
+        y_val = np.eye(n_classes, dtype=np.float32)[y_val]
+    if _augmenting(params):
         sample_weights = np.array([weights[c] if weights else 1.0 for c in y_train], np.float32)
-        data = _batches(np.asarray(x_train), np.asarray(y_train), sample_weights, params.batch_size, params.seed, True)
-        fit_args = {"x": data}
+        fit_args = {"x": _batches(np.asarray(x_train), targets, sample_weights, params, n_mels)}
     else:
         fit_args = {
             "x": to_input(x_train),
-            "y": y_train,
+            "y": targets,
             "batch_size": params.batch_size,
             "class_weight": weights,
             "shuffle": True,

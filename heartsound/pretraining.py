@@ -8,7 +8,6 @@ section's window hop; every recording of the data set is used, none held out: th
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from heartsound import evaluation, features, model
 from heartsound.config import DataParams, Params, PrepareParams, TrainParams
 from heartsound.manifest import prepare
 
-WEIGHTS_FILE = "pretrained.weights.h5"
-METADATA_FILE = "pretrained.json"
 REJECTIONS_FILE = "rejections.csv"
 
 
@@ -58,11 +55,9 @@ def run(params: Params, out_dir: str | os.PathLike, log=print) -> dict:
         threads=params.train.threads,
     )
     log(f"pretrain: {len(x)} windows of {params.pretrain.dataset}, classes {classes}, {train_params.epochs} epochs")
-    trained, history = model.train(x, y, x[:0], y[:0], len(classes), train_params, verbose=2)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    trained.save_weights(out / WEIGHTS_FILE)
-    rejections.to_csv(out / REJECTIONS_FILE, index=False)
+    trained, history = model.train(
+        x, y, x[:0], y[:0], len(classes), train_params, verbose=2, n_mels=params.featurize.n_mels
+    )
     meta = {
         "model": params.train.model,
         "dataset": params.pretrain.dataset,
@@ -73,6 +68,6 @@ def run(params: Params, out_dir: str | os.PathLike, log=print) -> dict:
         "final_loss": round(float(history["loss"][-1]), 4),
         "final_accuracy": round(float(history["accuracy"][-1]), 4),
     }
-    with open(out / METADATA_FILE, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+    model.save_pretrained(trained, meta, out_dir)
+    rejections.to_csv(Path(out_dir) / REJECTIONS_FILE, index=False)
     return meta

@@ -58,6 +58,7 @@ def run_train(
             params.train,
             callbacks=[DVCLiveCallback(live=live)],
             init_dir=pretrained_dir,
+            n_mels=params.featurize.n_mels,
         )
         # Without early stopping (patience 0) the model kept is the last epoch's, whatever val_loss says.
         stopped = "val_loss" in history and params.train.patience > 0

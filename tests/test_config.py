@@ -116,6 +116,11 @@ def test_an_int_is_a_valid_float():
         ("train", {"lr_schedule": "step"}, "'train.lr_schedule' must be one of constant, cosine, got 'step'"),
         ("train", {"ensemble": 0}, "'train.ensemble' must be between 1 and 20"),
         ("train", {"augment": "yes"}, "'train.augment' must be bool, got 'yes' (str)"),
+        ("train", {"eq_db": -1.0}, "'train.eq_db' must be >= 0 (0 = off), got -1.0"),
+        ("train", {"time_mask": 1.0}, "'train.time_mask' must be >= 0 and < 1 (0 = off), got 1.0"),
+        ("train", {"freq_mask": -0.1}, "'train.freq_mask' must be >= 0 and < 1 (0 = off)"),
+        ("train", {"mixup": -0.2}, "'train.mixup' must be >= 0 (0 = off)"),
+        ("train", {"loss": "hinge"}, "'train.loss' must be one of crossentropy, focal, got 'hinge'"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_allowed_values(section, values, expected):

@@ -46,7 +46,7 @@ def test_balanced_class_weights_favour_rare_classes_and_fill_absent_ones():
 
 def test_augment_shifts_in_time_and_changes_gain_through_mfcc0_only():
     x, _ = _data(6)
-    out = model.augment(x, np.random.default_rng(0))
+    out = model.augment(x, np.random.default_rng(0), TrainParams(augment=True))
     assert out.shape == x.shape and out is not x
     # A circular shift keeps each coefficient's values; gain moves MFCC 0 by one constant per window.
     np.testing.assert_allclose(np.sort(out[:, 1:], axis=2), np.sort(x[:, 1:], axis=2))
@@ -54,6 +54,94 @@ def test_augment_shifts_in_time_and_changes_gain_through_mfcc0_only():
     gain = out[:, 0].mean(axis=1) - x[:, 0].mean(axis=1)
     np.testing.assert_allclose(np.sort(out[:, 0], axis=1), np.sort(x[:, 0], axis=1) + gain[:, None], atol=1e-4)
     assert np.abs(gain).min() > 0
+    np.testing.assert_array_equal(model.augment(x, np.random.default_rng(0), TrainParams(augment=False)), x)
+
+
+def test_cepstrum_of_an_eq_curve_is_what_librosa_mfccs_move_by():
+    """Filtering a recording by an EQ curve (dB per mel band) moves its MFCCs by _cepstrum(curve), every frame."""
+    import librosa
+
+    rng = np.random.default_rng(1)
+    mel_power = rng.uniform(0.1, 10.0, (64, 30))
+    curve = model.random_eq(1, 64, 6.0, rng)[0]
+    before = librosa.feature.mfcc(S=librosa.power_to_db(mel_power, top_db=None), n_mfcc=40)
+    filtered = mel_power * 10 ** (curve[:, None] / 10)
+    after = librosa.feature.mfcc(S=librosa.power_to_db(filtered, top_db=None), n_mfcc=40)
+    np.testing.assert_allclose(after - before, np.repeat(model._cepstrum(curve[None], 40).T, 30, axis=1), atol=1e-6)
+
+
+def test_random_eq_is_a_smooth_per_window_response():
+    x, _ = _data(6)
+    out = model.augment(x, np.random.default_rng(0), TrainParams(eq_db=6.0))
+    moved = out - x
+    # One constant per coefficient and window (a filter does not change over time), different per window.
+    np.testing.assert_allclose(moved, moved[:, :, :1].repeat(x.shape[2], axis=2), atol=1e-5)
+    assert not np.allclose(moved[0], moved[1])
+    # Smooth curves live in the low coefficients: MFCCs 0-3 carry most of the change.
+    energy = (moved[:, :, 0] ** 2).sum(axis=0)
+    assert energy[:4].sum() > 0.8 * energy.sum()
+
+
+def test_time_mask_sets_a_run_of_frames_to_the_window_mean():
+    x, _ = _data(20)
+    out = model.augment(x, np.random.default_rng(0), TrainParams(time_mask=0.25))
+    masked = ~np.isclose(out, x).all(axis=1)  # [windows, frames]
+    widths = masked.sum(axis=1)
+    assert widths.max() <= 0.25 * x.shape[2] and widths.max() > 0
+    for window, frames in zip(range(len(x)), masked):
+        where = np.flatnonzero(frames)
+        if len(where):
+            assert where[-1] - where[0] + 1 == len(where)  # one contiguous run
+            np.testing.assert_allclose(out[window][:, where], np.repeat(x[window].mean(axis=1)[:, None], len(where), 1))
+
+
+def test_frequency_mask_flattens_a_run_of_mel_bands():
+    """With as many coefficients as bands the cepstral round trip is exact: the masked bands are flat, the rest kept."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 16, 12)).astype(np.float32)
+    out = model.augment(x, np.random.default_rng(3), TrainParams(freq_mask=0.3), n_mels=16)
+    dct = model._dct_matrix(16)
+    bands_before, bands_after = np.einsum("km,nkt->nmt", dct, x), np.einsum("km,nkt->nmt", dct, out)
+    changed = ~np.isclose(bands_before, bands_after, atol=1e-4).all(axis=2)  # [windows, bands]
+    assert changed.any() and changed.sum(axis=1).max() <= 0.3 * 16
+    for window in range(len(x)):
+        bands = np.flatnonzero(changed[window])
+        if len(bands) > 1:
+            np.testing.assert_allclose(
+                bands_after[window, bands], bands_after[window, bands[:1]].repeat(len(bands), 0), atol=1e-4
+            )
+
+
+def test_mixup_batches_mix_windows_labels_and_weights_alike():
+    x, y = _data(16)
+    onehot = np.eye(3, dtype=np.float32)[y]
+    weights = np.linspace(1, 2, 16).astype(np.float32)
+    batches = model._batches(x, onehot, weights, TrainParams(mixup=0.4, batch_size=16, seed=0), 64)
+    xb, yb, wb = batches[0]
+    np.testing.assert_allclose(yb.sum(axis=1), 1, rtol=1e-6)
+    mixed = (yb.max(axis=1) < 0.999).sum()
+    assert mixed > 0
+    # Each mixed window is lam * one + (1 - lam) * another, with the lam its labels and weight carry.
+    for label, weight in zip(yb, wb):
+        lams = label[label > 0]
+        assert weights.min() - 1e-6 <= weight <= weights.max() + 1e-6
+        assert len(lams) <= 2 and np.isclose(lams.sum(), 1)
+    assert not np.allclose(xb[..., 0], x)
+
+
+@pytest.mark.parametrize(
+    "options", [{"mixup": 0.2}, {"loss": "focal"}, {"eq_db": 3.0, "time_mask": 0.2, "freq_mask": 0.2}]
+)
+def test_training_with_each_augmentation_and_loss_is_deterministic_and_takes_effect(options):
+    x, y = _data()
+    params = TrainParams(model="cnn1d", epochs=2, batch_size=16, patience=0, augment=True, seed=3)
+    first, history = model.train(x, y, x[:8], y[:8], 3, dataclasses.replace(params, **options), verbose=0)
+    second, _ = model.train(x, y, x[:8], y[:8], 3, dataclasses.replace(params, **options), verbose=0)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(history["loss"]).all() and np.isfinite(history["val_loss"]).all()
+    plain, _ = model.train(x, y, x[:8], y[:8], 3, params, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), plain.get_weights()))
 
 
 def test_same_seed_same_weights():
@@ -137,14 +225,11 @@ def test_threads_are_set_before_tensorflow_starts_and_a_late_call_warns():
 
 def _pretrained(tmp_path, name="cnn1d", shape=SHAPE):
     """A 2-class model trained one epoch and written as the pretrain stage writes it."""
-    import json
-
     x, y = _data()
     params = TrainParams(model=name, epochs=1, batch_size=16, patience=0, seed=5)
     trained, _ = model.train(x, y % 2, x[:0], y[:0], 2, params, verbose=0)
-    trained.save_weights(tmp_path / "pretrained.weights.h5")
     meta = {"model": name, "classes": ["abnormal", "normal"], "feature_shape": list(shape)}
-    (tmp_path / "pretrained.json").write_text(json.dumps(meta))
+    model.save_pretrained(trained, meta, tmp_path)
     return trained
 
 
