@@ -321,6 +321,14 @@ def _check(params: Params) -> list[str]:
     c.require(pre.learning_rate > 0, "pretrain.learning_rate", "must be > 0", pre.learning_rate)
     c.require(pre.window_hop_s > 0, "pretrain.window_hop_s", "must be > 0", pre.window_hop_s)
     c.require(pre.root.strip() != "", "pretrain.root", "must name the dataset directory", pre.root)
+    # Pre-trained on the recordings it is then tested on, a model's test and cv figures would be worth nothing.
+    c.require(
+        t.init != "pretrained" or os.path.normpath(pre.root) != os.path.normpath(d.root),
+        "train.init",
+        f"must be none when pretrain.root is data.root ({d.root}): the pre-trained model would have heard the "
+        "recordings train and crossval test on",
+        t.init,
+    )
     c.require(0 <= t.cycle_weight < 1, "train.cycle_weight", "must be >= 0 and < 1 (0 = no cycle head)", t.cycle_weight)
     cv = params.crossval
     c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)

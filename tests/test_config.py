@@ -127,6 +127,14 @@ def test_impossible_values_name_the_key_and_the_allowed_values(section, values, 
     assert expected in _error({section: values})
 
 
+def test_pretraining_on_the_data_under_test_is_refused():
+    same = {"dataset": "physionet2016", "root": "data/raw/physionet2016"}
+    message = _error({"data": same, "pretrain": {"root": "./data/raw/physionet2016/"}, "train": {"init": "pretrained"}})
+    assert "'train.init' must be none when pretrain.root is data.root (data/raw/physionet2016)" in message
+    assert config.parse({"data": same, "train": {"init": "none"}}).train.init == "none"
+    assert config.parse({"train": {"init": "pretrained"}}).train.init == "pretrained"
+
+
 def test_every_problem_is_reported_at_once():
     message = _error({"train": {"epochs": 0, "batch_size": 0}, "featurize": {"n_mfcc": 0}})
     assert len(message.splitlines()) == 3
