@@ -64,8 +64,9 @@ def test_metrics_diff_between_commits(built_project):
 @pytest.mark.parametrize(
     ("module", "stages"),
     [
-        # load_split lives here: every stage that reads the feature arrays reruns, not featurize alone.
-        ("heartsound/features.py", ["crossval", "evaluate", "featurize", "pretrain", "train"]),
+        # load_split lives here: every stage that reads the feature arrays reruns, not featurize alone; segment
+        # computes its cycle features in features' worker pool.
+        ("heartsound/features.py", ["crossval", "evaluate", "featurize", "pretrain", "segment", "train"]),
         # The model directory layout and to_input: every stage that trains or loads a model.
         ("heartsound/model_dir.py", ["crossval", "evaluate", "pretrain", "train"]),
         ("heartsound/splits.py", ["crossval", "prepare", "pretrain"]),
