@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heartsound.config import TrainParams
+from heartsound import features
+from heartsound.config import FeaturizeParams, TrainParams
 from heartsound.model_dir import METADATA_FILE, MODEL_FILE, TFLITE_FILE, to_input
 
 # The same params must give the same numbers on any x86-64 machine, whatever its environment says. TensorFlow's
@@ -135,7 +136,9 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] 
     return mapping
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, params: TrainParams, n_mels: int = 64) -> np.ndarray:
+def augment(
+    x: np.ndarray, rng: np.random.Generator, params: TrainParams, n_mels: int = FeaturizeParams.n_mels
+) -> np.ndarray:
     """Augmented copies of MFCC windows [n, n_mfcc, frames], as params asks (train.augment, eq_db, time_mask,
     freq_mask).
 
@@ -154,13 +157,15 @@ def augment(x: np.ndarray, rng: np.random.Generator, params: TrainParams, n_mels
     if params.eq_db > 0:
         out += _cepstrum(random_eq(n, n_mels, params.eq_db, rng), n_mfcc).astype(x.dtype)[:, :, None]
     if params.time_mask > 0:
-        widths = rng.integers(0, int(params.time_mask * frames) + 1, n)
-        starts = rng.integers(0, frames - widths + 1)
-        for i in range(n):
-            out[i, :, starts[i] : starts[i] + widths[i]] = out[i].mean(axis=1, keepdims=True)
+        masked = _random_runs(n, frames, params.time_mask, rng)  # [n, frames]
+        out = np.where(masked[:, None, :], out.mean(axis=2, keepdims=True), out)
     if params.freq_mask > 0:
         out = _mask_bands(out, rng, params.freq_mask, n_mels)
     return out
+
+
+# An EQ curve's knots over the mel bands (about one per 200 Hz at 20-1000 Hz): a stethoscope's response is smooth.
+EQ_KNOTS = 6
 
 
 def random_eq(n: int, n_mels: int, std_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -170,22 +175,17 @@ def random_eq(n: int, n_mels: int, std_db: float, rng: np.random.Generator) -> n
     return np.stack([np.interp(grid, np.arange(EQ_KNOTS), k) for k in knots])
 
 
-# An EQ curve's knots over the mel bands (about one per 200 Hz at 20-1000 Hz): a stethoscope's response is smooth.
-EQ_KNOTS = 6
-
-
-def _dct_matrix(n_mels: int) -> np.ndarray:
-    """The orthonormal DCT-II librosa's MFCC uses, as a matrix [n_mels, n_mels] (rows: coefficients)."""
-    k = np.arange(n_mels)[:, None]
-    m = np.arange(n_mels)[None, :]
-    basis = np.cos(np.pi * k * (2 * m + 1) / (2 * n_mels)) * np.sqrt(2 / n_mels)
-    basis[0] /= np.sqrt(2)
-    return basis
+def _random_runs(n: int, length: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """A boolean mask [n, length]: in each row one run of up to share * length positions, at a random place."""
+    widths = rng.integers(0, int(share * length) + 1, n)
+    starts = rng.integers(0, length - widths + 1)
+    position = np.arange(length)
+    return (position >= starts[:, None]) & (position < (starts + widths)[:, None])
 
 
 def _cepstrum(curves_db: np.ndarray, n_mfcc: int) -> np.ndarray:
     """What adding dB curves over the mel bands [n, n_mels] adds to the MFCCs [n, n_mfcc]."""
-    return curves_db @ _dct_matrix(curves_db.shape[1])[:n_mfcc].T
+    return curves_db @ features.dct_matrix(curves_db.shape[1], n_mfcc)
 
 
 def _mask_bands(x: np.ndarray, rng: np.random.Generator, share: float, n_mels: int) -> np.ndarray:
@@ -193,13 +193,11 @@ def _mask_bands(x: np.ndarray, rng: np.random.Generator, share: float, n_mels: i
     the window's mean band level, and back to MFCCs. Coefficients above n_mfcc stay zero, as the features keep them.
     """
     n, n_mfcc, _ = x.shape
-    dct = _dct_matrix(n_mels)[:n_mfcc].astype(x.dtype)
-    bands = np.einsum("km,nkt->nmt", dct, x)
-    widths = rng.integers(0, int(share * n_mels) + 1, n)
-    starts = rng.integers(0, n_mels - widths + 1)
-    for i in range(n):
-        bands[i, starts[i] : starts[i] + widths[i]] = bands[i].mean(axis=0, keepdims=True)
-    return np.einsum("km,nmt->nkt", dct, bands)
+    dct = features.dct_matrix(n_mels, n_mfcc).astype(x.dtype)  # [n_mels, n_mfcc]
+    bands = dct @ x  # [n, n_mels, frames]
+    masked = _random_runs(n, n_mels, share, rng)  # [n, n_mels]
+    bands = np.where(masked[:, :, None], bands.mean(axis=1, keepdims=True), bands)
+    return dct.T @ bands
 
 
 def _soft_labels(params: TrainParams) -> bool:
@@ -251,7 +249,7 @@ def train(
     callbacks=(),
     verbose: int = 2,
     init_dir=None,
-    n_mels: int = 64,
+    n_mels: int = FeaturizeParams.n_mels,
 ):
     """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model.
     With train.init: pretrained, each starts from the pretrain stage's weights in init_dir (all but the classifier).

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from heartsound import model
+from heartsound import features, model
 from heartsound.config import TrainParams
 
 SHAPE = (8, 32)  # (n_mfcc, frames): small enough for a seconds-long test
@@ -100,8 +100,8 @@ def test_frequency_mask_flattens_a_run_of_mel_bands():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 16, 12)).astype(np.float32)
     out = model.augment(x, np.random.default_rng(3), TrainParams(freq_mask=0.3), n_mels=16)
-    dct = model._dct_matrix(16)
-    bands_before, bands_after = np.einsum("km,nkt->nmt", dct, x), np.einsum("km,nkt->nmt", dct, out)
+    dct = features.dct_matrix(16, 16)  # [bands, coefficients]
+    bands_before, bands_after = dct @ x, dct @ out
     changed = ~np.isclose(bands_before, bands_after, atol=1e-4).all(axis=2)  # [windows, bands]
     assert changed.any() and changed.sum(axis=1).max() <= 0.3 * 16
     for window in range(len(x)):
@@ -199,7 +199,7 @@ def test_saved_model_predicts_like_the_trained_one(tmp_path, ensemble):
 LATE_THREADS = """
 import warnings
 import tensorflow as tf
-from heartsound import model
+from heartsound import features, model
 
 model.set_threads(3)
 tf.constant(1.0) + 1.0  # TensorFlow starts: its pools are fixed from here on
