@@ -68,7 +68,7 @@ class TrainParams:
     batch_size: int = 32
     learning_rate: float = 0.001
     patience: int = 15
-    class_weight: str = "balanced"  # balanced | none
+    class_weight: str = "balanced"  # balanced | balanced_by_source (within each class, sources alike) | none
     seed: int = 42
     augment: bool = False  # random time shift and gain of training windows
     # More augmentation of training windows (0 = off), each drawn per window after shift and gain:
@@ -137,7 +137,7 @@ CHOICES = {
     "train.model": MODELS,
     "train.init": ("none", "pretrained"),
     "pretrain.dataset": DATASETS,
-    "train.class_weight": ("balanced", "none"),
+    "train.class_weight": ("balanced", "balanced_by_source", "none"),
     "train.lr_schedule": ("constant", "cosine"),
     "train.loss": ("crossentropy", "focal"),
     "crossval.by": ("group", "source"),

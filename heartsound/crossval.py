@@ -202,6 +202,7 @@ def run(
                 verbose=0,
                 init_dir=pretrained_dir,
                 n_mels=params.featurize.n_mels,
+                sources=windows["source"].to_numpy()[part["train"]],
             )
             probs = model.predict_windows(trained, x[part["test"]])
             ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(

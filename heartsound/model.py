@@ -124,7 +124,7 @@ def build_model(
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
-    """Balanced weights over the classes present in y (train.class_weight)."""
+    """Balanced weights over the classes present in y (train.class_weight balanced); None for none."""
     if mode == "none":
         return None
     present = np.unique(y)
@@ -134,6 +134,28 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] 
     mapping = {int(c): 1.0 for c in range(n_classes)}
     mapping.update({int(c): float(w) for c, w in zip(present, weights)})
     return mapping
+
+
+def window_weights(y: np.ndarray, n_classes: int, mode: str, sources=None) -> np.ndarray:
+    """Each training window's loss weight (train.class_weight), float32 [n].
+
+    balanced: n / (classes * n_class), every class weighs the same in total. balanced_by_source: the same class
+    totals, each shared equally by the sources that have the class, n / (classes * sources_with_class * n_cell).
+    Where sources differ in their class mix (a site that is mostly abnormal), the plain weights let the model
+    answer by recognising the site; here, within each class, no source outweighs another.
+    """
+    if mode != "balanced_by_source":
+        weights = class_weights(y, n_classes, mode)
+        return np.array([weights[c] if weights else 1.0 for c in y], np.float32)
+    if sources is None or len(sources) != len(y):
+        raise ValueError("train.class_weight balanced_by_source needs each training window's source")
+    import pandas as pd
+
+    table = pd.DataFrame({"label": np.asarray(y), "source": np.asarray(sources)})
+    cell_size = table.groupby(["label", "source"])["label"].transform("size").to_numpy()
+    sources_with_class = table.groupby("label")["source"].transform("nunique").to_numpy()
+    n_present = table["label"].nunique()
+    return (len(y) / (n_present * sources_with_class * cell_size)).astype(np.float32)
 
 
 def augment(
@@ -250,10 +272,12 @@ def train(
     verbose: int = 2,
     init_dir=None,
     n_mels: int = FeaturizeParams.n_mels,
+    sources=None,
 ):
     """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model.
     With train.init: pretrained, each starts from the pretrain stage's weights in init_dir (all but the classifier).
-    n_mels: featurize.n_mels, the band count the augmentations of MFCCs work in.
+    n_mels: featurize.n_mels, the band count the augmentations of MFCCs work in. sources: each training window's
+    source (train.class_weight balanced_by_source).
 
     Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
     """
@@ -271,6 +295,7 @@ def train(
             verbose,
             init_dir,
             n_mels,
+            sources,
         )
         members.append(member)
         if i == 0:
@@ -322,7 +347,17 @@ def load_pretrained(model, model_name: str, init_dir) -> None:
 
 
 def _train_one(
-    x_train, y_train, x_val, y_val, n_classes: int, params: TrainParams, callbacks, verbose: int, init_dir, n_mels: int
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    n_classes: int,
+    params: TrainParams,
+    callbacks,
+    verbose: int,
+    init_dir,
+    n_mels: int,
+    sources,
 ):
     """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
     import keras
@@ -352,21 +387,18 @@ def _train_one(
             monitor="val_loss", patience=params.patience, restore_best_weights=True, verbose=0
         )
         callbacks.insert(0, stop)
-    weights = class_weights(y_train, n_classes, params.class_weight)
+    sample_weights = window_weights(y_train, n_classes, params.class_weight, sources)
     targets = np.eye(n_classes, dtype=np.float32)[y_train] if soft else np.asarray(y_train)
     if soft and has_val:
         y_val = np.eye(n_classes, dtype=np.float32)[y_val]
     if _augmenting(params):
-        sample_weights = np.array([weights[c] if weights else 1.0 for c in y_train], np.float32)
         fit_args = {"x": _batches(np.asarray(x_train), targets, sample_weights, params, n_mels)}
     else:
-        fit_args = {
-            "x": to_input(x_train),
-            "y": targets,
-            "batch_size": params.batch_size,
-            "class_weight": weights,
-            "shuffle": True,
-        }
+        fit_args = {"x": to_input(x_train), "y": targets, "batch_size": params.batch_size, "shuffle": True}
+        if params.class_weight == "balanced_by_source":
+            fit_args["sample_weight"] = sample_weights
+        else:  # as keras weighs classes
+            fit_args["class_weight"] = class_weights(y_train, n_classes, params.class_weight)
     history = model.fit(
         **fit_args,
         validation_data=(to_input(x_val), y_val) if has_val else None,

@@ -36,10 +36,18 @@ def model_metadata(params: Params, classes: list[str], features_meta: dict) -> d
 
 
 def run_train(
-    params: Params, features_dir: str, model_dir: str, live_dir: str, cycles_dir: str, pretrained_dir: str
+    params: Params,
+    features_dir: str,
+    model_dir: str,
+    live_dir: str,
+    cycles_dir: str,
+    pretrained_dir: str,
+    manifest_path: str,
 ) -> dict:
     """Train on the train split, early-stop on val, save the model with its metadata (and, when
-    train.cycle_weight > 0, the cycle head fitted on the train split's recordings)."""
+    train.cycle_weight > 0, the cycle head fitted on the train split's recordings). The manifest gives each
+    recording's source (train.class_weight balanced_by_source)."""
+    import pandas as pd
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
@@ -47,6 +55,7 @@ def run_train(
     classes = meta["classes"]
     x_train, w_train = features.load_split(features_dir, "train")
     x_val, w_val = features.load_split(features_dir, "val")
+    source_of = pd.read_csv(manifest_path, dtype={"recording_id": str}).set_index("recording_id")["source"]
     # dvcyaml=None: dvc.yaml declares the plots itself; dvclive must not rewrite it mid-repro.
     with Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) as live:
         trained, history = model.train(
@@ -59,6 +68,7 @@ def run_train(
             callbacks=[DVCLiveCallback(live=live)],
             init_dir=pretrained_dir,
             n_mels=params.featurize.n_mels,
+            sources=w_train["recording_id"].map(source_of).to_numpy(),
         )
         # Without early stopping (patience 0) the model kept is the last epoch's, whatever val_loss says.
         stopped = "val_loss" in history and params.train.patience > 0

@@ -44,6 +44,58 @@ def test_balanced_class_weights_favour_rare_classes_and_fill_absent_ones():
     assert model.class_weights(y, 3, "none") is None
 
 
+def test_weights_balanced_by_source_keep_class_totals_and_take_the_source_out_of_the_label():
+    # Site a is mostly class 1, site b mostly class 0: with plain balanced weights the site predicts the label.
+    y = np.array([1] * 30 + [0] * 10 + [1] * 5 + [0] * 35)
+    sources = np.array(["a"] * 40 + ["b"] * 40)
+    plain = model.window_weights(y, 2, "balanced")
+    by_source = model.window_weights(y, 2, "balanced_by_source", sources)
+    assert by_source.dtype == np.float32 and by_source.shape == y.shape
+    for c in (0, 1):  # every class weighs the same in total, as with balanced
+        assert by_source[y == c].sum() == pytest.approx(plain[y == c].sum(), rel=1e-5)
+        # ... and within a class the two sites weigh the same
+        assert by_source[(y == c) & (sources == "a")].sum() == pytest.approx(
+            by_source[(y == c) & (sources == "b")].sum(), rel=1e-5
+        )
+    # Weighted, each site is half class 1: the site no longer tells the label; with plain weights it does.
+
+    def share(w, site):
+        return w[(sources == site) & (y == 1)].sum() / w[sources == site].sum()
+
+    assert share(by_source, "a") == pytest.approx(0.5) and share(by_source, "b") == pytest.approx(0.5)
+    assert share(plain, "a") > 0.6 > 0.3 > share(plain, "b")
+
+
+def test_weights_balanced_by_source_with_one_source_are_the_balanced_ones():
+    y = np.array([0] * 6 + [1] * 2 + [2] * 4)
+    np.testing.assert_allclose(
+        model.window_weights(y, 3, "balanced_by_source", np.array(["only"] * 12)),
+        model.window_weights(y, 3, "balanced"),
+        rtol=1e-6,
+    )
+    # A class only one source has keeps its whole share there (PASCAL: extrastole only in set_b).
+    sources = np.array(["a"] * 3 + ["b"] * 3 + ["b"] * 2 + ["a"] * 4)
+    weights = model.window_weights(y, 3, "balanced_by_source", sources)
+    assert weights[6:8].sum() == pytest.approx(12 / 3)
+    np.testing.assert_array_equal(model.window_weights(y, 3, "none"), np.ones(12, np.float32))
+    with pytest.raises(ValueError, match="balanced_by_source"):
+        model.window_weights(y, 3, "balanced_by_source")
+
+
+def test_training_balanced_by_source_uses_the_sources_in_both_input_paths():
+    x, y = _data()
+    sources = np.where(np.arange(len(y)) < 25, "a", "b")
+    for augment in (True, False):
+        params = TrainParams(model="cnn1d", epochs=2, batch_size=16, patience=0, augment=augment, seed=3)
+        weighted = dataclasses.replace(params, class_weight="balanced_by_source")
+        first, _ = model.train(x, y, x[:0], y[:0], 3, weighted, verbose=0, sources=sources)
+        second, _ = model.train(x, y, x[:0], y[:0], 3, weighted, verbose=0, sources=sources)
+        plain, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0, sources=sources)
+        for a, b in zip(first.get_weights(), second.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), plain.get_weights()))
+
+
 def test_augment_shifts_in_time_and_changes_gain_through_mfcc0_only():
     x, _ = _data(6)
     out = model.augment(x, np.random.default_rng(0), TrainParams(augment=True))
