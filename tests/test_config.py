@@ -107,7 +107,11 @@ def test_an_int_is_a_valid_float():
         ("data", {"dataset": "mnist"}, "'data.dataset' must be one of pascal, physionet2016"),
         ("data", {"root": ""}, "'data.root' must name the dataset directory"),
         ("train", {"model": "resnet"}, "'train.model' must be one of seed_cnn"),
-        ("train", {"class_weight": "auto"}, "'train.class_weight' must be one of balanced, balanced_by_source, none, got 'auto'"),
+        (
+            "train",
+            {"class_weight": "auto"},
+            "'train.class_weight' must be one of balanced, balanced_by_source, none, got 'auto'",
+        ),
         ("train", {"epochs": 0}, "'train.epochs' must be >= 1"),
         ("train", {"learning_rate": 0.0}, "'train.learning_rate' must be > 0"),
         ("evaluate", {"aggregation": "median"}, "'evaluate.aggregation' must be one of mean, max, got 'median'"),
