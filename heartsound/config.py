@@ -79,6 +79,9 @@ class TrainParams:
     loss: str = "crossentropy"  # crossentropy | focal (focal cross-entropy, gamma 2)
     lr_schedule: str = "constant"  # constant | cosine (decay to 0 over the epochs)
     ensemble: int = 1  # models trained with seeds seed, seed + 1, ...; their probabilities averaged
+    # At most this many training windows per epoch, a fresh random draw each epoch (0 = all): an epoch's cost stops
+    # growing with the data set, where overlapping windows of the same recordings add little.
+    epoch_windows: int = 0
     # TensorFlow's intra-op threads (inter-op: 1). The numbers depend on it, so it is a param, not the core count.
     threads: int = 2
     # Weight of the cycle head (heartsound.fusion) in the recording's log-probability; 0 = the CNN alone.
@@ -308,6 +311,9 @@ def _check(params: Params) -> list[str]:
     c.require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
     c.require(t.patience >= 0, "train.patience", "must be >= 0", t.patience)
+    c.require(
+        t.epoch_windows >= 0, "train.epoch_windows", "must be >= 0 (0 = every window each epoch)", t.epoch_windows
+    )
     c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
     c.require(1 <= t.threads <= 64, "train.threads", "must be between 1 and 64", t.threads)
     c.require(t.eq_db >= 0, "train.eq_db", "must be >= 0 (0 = off)", t.eq_db)

@@ -231,18 +231,27 @@ def _augmenting(params: TrainParams) -> bool:
     return params.augment or params.eq_db > 0 or params.time_mask > 0 or params.freq_mask > 0 or params.mixup > 0
 
 
+def epoch_size(n: int, params: TrainParams) -> int:
+    """Training windows per epoch: all n, or at most train.epoch_windows of them."""
+    return min(n, params.epoch_windows) if params.epoch_windows > 0 else n
+
+
 def _batches(x, y, weights, params: TrainParams, n_mels: int):
-    """A keras PyDataset of shuffled, augmented batches with per-sample class weights (mixed too with mixup)."""
+    """A keras PyDataset of shuffled, augmented batches with per-sample class weights (mixed too with mixup);
+    each epoch a fresh random draw of epoch_size windows (all of them, shuffled, without a budget).
+    """
     import keras
+
+    size = epoch_size(len(x), params)
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
             self.rng = np.random.default_rng(params.seed)
-            self.order = self.rng.permutation(len(x))
+            self.order = self.rng.permutation(len(x))[:size]
 
         def __len__(self):
-            return int(np.ceil(len(x) / params.batch_size))
+            return int(np.ceil(size / params.batch_size))
 
         def __getitem__(self, i):
             idx = np.sort(self.order[i * params.batch_size : (i + 1) * params.batch_size])
@@ -256,7 +265,7 @@ def _batches(x, y, weights, params: TrainParams, n_mels: int):
             return to_input(xb), yb, wb
 
         def on_epoch_end(self):
-            self.order = self.rng.permutation(len(x))
+            self.order = self.rng.permutation(len(x))[:size]
 
     return Batches()
 
@@ -365,7 +374,7 @@ def _train_one(
     seed_everything(params.seed, params.threads)
     learning_rate = params.learning_rate
     if params.lr_schedule == "cosine":
-        steps = params.epochs * int(np.ceil(len(x_train) / params.batch_size))
+        steps = params.epochs * int(np.ceil(epoch_size(len(x_train), params) / params.batch_size))
         learning_rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
     soft = _soft_labels(params)
     model = build_model(
@@ -387,16 +396,16 @@ def _train_one(
             monitor="val_loss", patience=params.patience, restore_best_weights=True, verbose=0
         )
         callbacks.insert(0, stop)
-    sample_weights = window_weights(y_train, n_classes, params.class_weight, sources)
     targets = np.eye(n_classes, dtype=np.float32)[y_train] if soft else np.asarray(y_train)
     if soft and has_val:
         y_val = np.eye(n_classes, dtype=np.float32)[y_val]
-    if _augmenting(params):
-        fit_args = {"x": _batches(np.asarray(x_train), targets, sample_weights, params, n_mels)}
+    if _augmenting(params) or epoch_size(len(x_train), params) < len(x_train):
+        weights = window_weights(y_train, n_classes, params.class_weight, sources)
+        fit_args = {"x": _batches(np.asarray(x_train), targets, weights, params, n_mels)}
     else:
         fit_args = {"x": to_input(x_train), "y": targets, "batch_size": params.batch_size, "shuffle": True}
         if params.class_weight == "balanced_by_source":
-            fit_args["sample_weight"] = sample_weights
+            fit_args["sample_weight"] = window_weights(y_train, n_classes, params.class_weight, sources)
         else:  # as keras weighs classes
             fit_args["class_weight"] = class_weights(y_train, n_classes, params.class_weight)
     history = model.fit(

@@ -113,6 +113,7 @@ def test_an_int_is_a_valid_float():
             "'train.class_weight' must be one of balanced, balanced_by_source, none, got 'auto'",
         ),
         ("train", {"epochs": 0}, "'train.epochs' must be >= 1"),
+        ("train", {"epoch_windows": -1}, "'train.epoch_windows' must be >= 0 (0 = every window each epoch), got -1"),
         ("train", {"learning_rate": 0.0}, "'train.learning_rate' must be > 0"),
         ("evaluate", {"aggregation": "median"}, "'evaluate.aggregation' must be one of mean, max, got 'median'"),
         ("crossval", {"folds": 1}, "'crossval.folds' must be >= 2, got 1"),

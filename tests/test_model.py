@@ -181,6 +181,43 @@ def test_mixup_batches_mix_windows_labels_and_weights_alike():
     assert not np.allclose(xb[..., 0], x)
 
 
+def test_an_epoch_budget_draws_fresh_windows_each_epoch_and_without_one_every_window():
+    x, y = _data(40)
+    weights = np.ones(40, np.float32)
+    budget = model._batches(x, y, weights, TrainParams(epoch_windows=24, batch_size=8, seed=0), 64)
+    assert len(budget) == 3
+
+    def epoch(batches):
+        # Without augmentation a batch holds the windows themselves: find which ones by their first frame.
+        seen = [
+            np.flatnonzero((x[:, 0, 0] == xb[:, 0, 0][:, None]).any(axis=0))
+            for xb, _, _ in (batches[i] for i in range(len(batches)))
+        ]
+        return np.concatenate(seen)
+
+    first = epoch(budget)
+    budget.on_epoch_end()
+    second = epoch(budget)
+    assert len(first) == len(set(first)) == 24 and len(second) == 24
+    assert set(first) != set(second)  # a fresh draw, so over the epochs every window is heard
+    every = model._batches(x, y, weights, TrainParams(batch_size=8, seed=0), 64)
+    assert len(every) == 5 and sorted(epoch(every)) == list(range(40))
+    assert model.epoch_size(40, TrainParams(epoch_windows=100)) == 40
+
+
+def test_an_epoch_budget_trains_fewer_steps_deterministically():
+    x, y = _data(64)
+    params = TrainParams(model="cnn1d", epochs=2, batch_size=16, patience=0, lr_schedule="cosine", seed=3)
+    budget = dataclasses.replace(params, epoch_windows=32)
+    first, _ = model.train(x, y, x[:0], y[:0], 3, budget, verbose=0)
+    second, _ = model.train(x, y, x[:0], y[:0], 3, budget, verbose=0)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(first.optimizer.iterations) == 2 * 2  # 32 of the 64 windows per epoch, batches of 16
+    full, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    assert int(full.optimizer.iterations) == 2 * 4
+
+
 @pytest.mark.parametrize(
     "options", [{"mixup": 0.2}, {"loss": "focal"}, {"eq_db": 3.0, "time_mask": 0.2, "freq_mask": 0.2}]
 )
