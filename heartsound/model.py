@@ -236,13 +236,11 @@ def epoch_size(n: int, params: TrainParams) -> int:
     return min(n, params.epoch_windows) if params.epoch_windows > 0 else n
 
 
-def _batches(x, y, weights, params: TrainParams, n_mels: int):
+def _batches(x, y, weights, params: TrainParams, n_mels: int, size: int):
     """A keras PyDataset of shuffled, augmented batches with per-sample class weights (mixed too with mixup);
-    each epoch a fresh random draw of epoch_size windows (all of them, shuffled, without a budget).
+    each epoch a fresh random draw of size windows (epoch_size: all of them, shuffled, without a budget).
     """
     import keras
-
-    size = epoch_size(len(x), params)
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
@@ -283,33 +281,84 @@ def train(
     n_mels: int = FeaturizeParams.n_mels,
     sources=None,
 ):
-    """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model.
+    """Fit params.ensemble models (seeds seed, seed + 1, ...) and average their probabilities in one model; each
+    early-stops on val (best weights restored; patience 0 = all epochs).
     With train.init: pretrained, each starts from the pretrain stage's weights in init_dir (all but the classifier).
     n_mels: featurize.n_mels, the band count the augmentations of MFCCs work in. sources: each training window's
     source (train.class_weight balanced_by_source).
 
     Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
     """
+    x_train = np.asarray(x_train)
+    size = epoch_size(len(x_train), params)
+    soft = _soft_labels(params)
+    targets = np.eye(n_classes, dtype=np.float32)[y_train] if soft else np.asarray(y_train)
+    validation = None
+    if len(x_val) > 0:
+        validation = (to_input(x_val), np.eye(n_classes, dtype=np.float32)[y_val] if soft else y_val)
+    batched = _augmenting(params) or size < len(x_train)
+    if batched:
+        weights = window_weights(y_train, n_classes, params.class_weight, sources)
+    else:
+        whole = {"x": to_input(x_train), "y": targets, "batch_size": params.batch_size, "shuffle": True}
+        if params.class_weight == "balanced_by_source":
+            whole["sample_weight"] = window_weights(y_train, n_classes, params.class_weight, sources)
+        else:  # as keras weighs classes
+            whole["class_weight"] = class_weights(y_train, n_classes, params.class_weight)
+    input_shape = to_input(x_train[:1]).shape[1:]
     members, first_history = [], None
     for i in range(params.ensemble):
         member_params = dataclasses.replace(params, seed=params.seed + i)
-        member, history = _train_one(
-            x_train,
-            y_train,
-            x_val,
-            y_val,
-            n_classes,
-            member_params,
-            callbacks if i == 0 else (),
-            verbose,
-            init_dir,
-            n_mels,
-            sources,
-        )
+        member = _compiled(member_params, input_shape, n_classes, size, init_dir, soft)
+        data = {"x": _batches(x_train, targets, weights, member_params, n_mels, size)} if batched else whole
+        history = member.fit(
+            **data,
+            validation_data=validation,
+            epochs=params.epochs,
+            callbacks=_with_stopping(callbacks if i == 0 else (), params, validation is not None),
+            verbose=verbose,
+        ).history
         members.append(member)
         if i == 0:
             first_history = history
     return (members[0] if len(members) == 1 else average(members)), first_history
+
+
+def _compiled(params: TrainParams, input_shape, n_classes: int, windows_per_epoch: int, init_dir, soft: bool):
+    """A seeded, compiled model, pre-trained if train.init asks; the cosine decay runs over the steps taken."""
+    import keras
+
+    seed_everything(params.seed, params.threads)
+    learning_rate = params.learning_rate
+    if params.lr_schedule == "cosine":
+        steps = params.epochs * int(np.ceil(windows_per_epoch / params.batch_size))
+        learning_rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
+    model = build_model(
+        params.model,
+        input_shape,
+        n_classes,
+        learning_rate,
+        f"{params.model}_{params.seed}",
+        params.loss if soft else "sparse",
+    )
+    if params.init == "pretrained":
+        if init_dir is None:
+            raise ValueError("train.init is pretrained but no pretrained model directory was given")
+        load_pretrained(model, params.model, init_dir)
+    return model
+
+
+def _with_stopping(callbacks, params: TrainParams, has_val: bool) -> list:
+    """callbacks, led by early stopping on val_loss when there is a val set and train.patience > 0."""
+    import keras
+
+    callbacks = list(callbacks)
+    if has_val and params.patience > 0:
+        stop = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=params.patience, restore_best_weights=True, verbose=0
+        )
+        callbacks.insert(0, stop)
+    return callbacks
 
 
 def average(members):
@@ -353,69 +402,6 @@ def load_pretrained(model, model_name: str, init_dir) -> None:
     source.load_weights(init_dir / PRETRAINED_WEIGHTS_FILE)
     for target_layer, source_layer in zip(model.layers[:-1], source.layers[:-1]):
         target_layer.set_weights(source_layer.get_weights())
-
-
-def _train_one(
-    x_train,
-    y_train,
-    x_val,
-    y_val,
-    n_classes: int,
-    params: TrainParams,
-    callbacks,
-    verbose: int,
-    init_dir,
-    n_mels: int,
-    sources,
-):
-    """Fit on train, early-stop on val (best weights restored; patience 0 = all epochs). Returns (model, history)."""
-    import keras
-
-    seed_everything(params.seed, params.threads)
-    learning_rate = params.learning_rate
-    if params.lr_schedule == "cosine":
-        steps = params.epochs * int(np.ceil(epoch_size(len(x_train), params) / params.batch_size))
-        learning_rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
-    soft = _soft_labels(params)
-    model = build_model(
-        params.model,
-        to_input(x_train).shape[1:],
-        n_classes,
-        learning_rate,
-        f"{params.model}_{params.seed}",
-        params.loss if soft else "sparse",
-    )
-    if params.init == "pretrained":
-        if init_dir is None:
-            raise ValueError("train.init is pretrained but no pretrained model directory was given")
-        load_pretrained(model, params.model, init_dir)
-    has_val = len(x_val) > 0
-    callbacks = list(callbacks)
-    if has_val and params.patience > 0:
-        stop = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=params.patience, restore_best_weights=True, verbose=0
-        )
-        callbacks.insert(0, stop)
-    targets = np.eye(n_classes, dtype=np.float32)[y_train] if soft else np.asarray(y_train)
-    if soft and has_val:
-        y_val = np.eye(n_classes, dtype=np.float32)[y_val]
-    if _augmenting(params) or epoch_size(len(x_train), params) < len(x_train):
-        weights = window_weights(y_train, n_classes, params.class_weight, sources)
-        fit_args = {"x": _batches(np.asarray(x_train), targets, weights, params, n_mels)}
-    else:
-        fit_args = {"x": to_input(x_train), "y": targets, "batch_size": params.batch_size, "shuffle": True}
-        if params.class_weight == "balanced_by_source":
-            fit_args["sample_weight"] = window_weights(y_train, n_classes, params.class_weight, sources)
-        else:  # as keras weighs classes
-            fit_args["class_weight"] = class_weights(y_train, n_classes, params.class_weight)
-    history = model.fit(
-        **fit_args,
-        validation_data=(to_input(x_val), y_val) if has_val else None,
-        epochs=params.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    return model, history.history
 
 
 def predict_windows(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

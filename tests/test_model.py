@@ -168,7 +168,7 @@ def test_mixup_batches_mix_windows_labels_and_weights_alike():
     x, y = _data(16)
     onehot = np.eye(3, dtype=np.float32)[y]
     weights = np.linspace(1, 2, 16).astype(np.float32)
-    batches = model._batches(x, onehot, weights, TrainParams(mixup=0.4, batch_size=16, seed=0), 64)
+    batches = model._batches(x, onehot, weights, TrainParams(mixup=0.4, batch_size=16, seed=0), 64, len(x))
     xb, yb, wb = batches[0]
     np.testing.assert_allclose(yb.sum(axis=1), 1, rtol=1e-6)
     mixed = (yb.max(axis=1) < 0.999).sum()
@@ -184,7 +184,8 @@ def test_mixup_batches_mix_windows_labels_and_weights_alike():
 def test_an_epoch_budget_draws_fresh_windows_each_epoch_and_without_one_every_window():
     x, y = _data(40)
     weights = np.ones(40, np.float32)
-    budget = model._batches(x, y, weights, TrainParams(epoch_windows=24, batch_size=8, seed=0), 64)
+    params = TrainParams(epoch_windows=24, batch_size=8, seed=0)
+    budget = model._batches(x, y, weights, params, 64, model.epoch_size(len(x), params))
     assert len(budget) == 3
 
     def epoch(batches):
@@ -200,7 +201,7 @@ def test_an_epoch_budget_draws_fresh_windows_each_epoch_and_without_one_every_wi
     second = epoch(budget)
     assert len(first) == len(set(first)) == 24 and len(second) == 24
     assert set(first) != set(second)  # a fresh draw, so over the epochs every window is heard
-    every = model._batches(x, y, weights, TrainParams(batch_size=8, seed=0), 64)
+    every = model._batches(x, y, weights, TrainParams(batch_size=8, seed=0), 64, len(x))
     assert len(every) == 5 and sorted(epoch(every)) == list(range(40))
     assert model.epoch_size(40, TrainParams(epoch_windows=100)) == 40
 
