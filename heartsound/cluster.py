@@ -1,9 +1,13 @@
-"""Featurize on a Dask cluster (featurize.scheduler): the recordings missing from the feature cache become tasks
-for dask.distributed workers, which decode and featurize them into the same cache the local worker pool fills.
+"""Featurize and crossval on a Dask cluster.
 
-features.fill_cache imports this module only when featurize.scheduler is set, so a default run never imports
-Dask. Workers need the client's files at the same absolute paths (audio in, cache entries out) and the same
-code and pinned environment; docs/scaling.md says how to start them.
+featurize.scheduler: the recordings missing from the feature cache become tasks for dask.distributed workers,
+which decode and featurize them into the same cache the local worker pool fills. crossval.scheduler: each
+training of crossval (a fold and a seed) becomes a task; the workers read the features themselves and send back
+the test recordings' probabilities, the same numbers a local run computes.
+
+features.fill_cache and crossval.run import this module only when a scheduler is set, so a default run never
+imports Dask. Workers need the client's files at the same absolute paths (audio and features in, cache entries
+out) and the same code and pinned environment; docs/scaling.md says how to start them.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import dask
 from distributed import Client, Future, KilledWorker, LocalCluster
 
-from heartsound import features
-from heartsound.config import FeaturizeParams
+from heartsound import codedeps, features
+from heartsound.config import FeaturizeParams, Params
 
 LOCAL_CLUSTER = "local-cluster"
+FEATURIZE, CROSSVAL = "featurize.scheduler", "crossval.scheduler"
 CONNECT_TIMEOUT_S = 15
 # How long a run waits for its first worker, and how long it waits for work while the cluster has none left.
 NO_WORKERS_TIMEOUT_S = 60
@@ -57,8 +63,9 @@ def compute_entries(todo: list[tuple[str, str]], params: FeaturizeParams) -> Ite
     params = dataclasses.replace(params, cache_dir=os.path.abspath(params.cache_dir))
     todo = [(os.path.abspath(path), sha) for path, sha in todo]
     cache = features.FeatureCache(params.cache_dir, params)
-    with _connect(params, len(todo)) as client:
-        workers = _check_workers(client, params.scheduler)
+    local_workers = max(1, min(params.jobs or os.cpu_count() or 1, len(todo)))
+    with _connect(params.scheduler, FEATURIZE, local_workers) as client:
+        workers = _check_workers(client, params.scheduler, FEATURIZE)
         batches = _batches(todo, workers)
         run = uuid.uuid4().hex[:8]
         futures = client.map(
@@ -69,10 +76,11 @@ def compute_entries(todo: list[tuple[str, str]], params: FeaturizeParams) -> Ite
             cache_key=cache.key,
         )
         batch_of = {future.key: batch for future, batch in zip(futures, batches)}
-        for future in _as_completed(client, futures, params.scheduler):
+        for future in _as_completed(client, futures, params.scheduler, FEATURIZE):
             batch = batch_of[future.key]
             if future.status != "finished":
-                raise _failure(future, batch, params.scheduler)
+                paths = ", ".join(path for path, _ in batch)
+                raise _failure(future, params.scheduler, FEATURIZE, f"recordings {paths}")
             for sha, n_frames in future.result():
                 if cache.frames_in(sha) != n_frames:
                     raise ClusterError(
@@ -84,15 +92,47 @@ def compute_entries(todo: list[tuple[str, str]], params: FeaturizeParams) -> Ite
             future.release()
 
 
+def crossval_trainings(todo: list, params: Params, features_dir, manifest, pretrained_dir) -> Iterator:
+    """Run each crossval.Training of todo on the cluster params.crossval.scheduler names; yields their
+    crossval.Trained as they finish. The workers read the features (and pre-trained weights) at the client's
+    absolute paths, and must run the client's training code: the numbers are then the local run's.
+    """
+    scheduler = params.crossval.scheduler
+    features_dir = os.path.abspath(features_dir)
+    pretrained_dir = os.path.abspath(pretrained_dir) if pretrained_dir is not None else None
+    # One worker per train.threads cores: each training runs TensorFlow on that many threads.
+    local_workers = max(1, min((os.cpu_count() or 1) // params.train.threads, len(todo)))
+    with _connect(scheduler, CROSSVAL, local_workers) as client:
+        _check_workers(client, scheduler, CROSSVAL)
+        run = uuid.uuid4().hex[:8]
+        futures = client.map(
+            train_on_worker,
+            todo,
+            key=[f"crossval-{run}-{i:04d}" for i in range(len(todo))],
+            params=params,
+            features_dir=features_dir,
+            manifest=manifest,
+            pretrained_dir=pretrained_dir,
+            code_digest=codedeps.source_digest("heartsound.crossval"),
+        )
+        training_of = {future.key: training for future, training in zip(futures, todo)}
+        for future in _as_completed(client, futures, scheduler, CROSSVAL):
+            if future.status != "finished":
+                training = training_of[future.key]
+                raise _failure(future, scheduler, CROSSVAL, f"fold {training.fold}, seed {training.seed}")
+            yield future.result()
+            future.release()
+
+
 @contextlib.contextmanager
-def _connect(params: FeaturizeParams, n_recordings: int) -> Iterator[Client]:
-    """A client of the scheduler params.scheduler names, or of a LocalCluster started for this run."""
-    if params.scheduler == LOCAL_CLUSTER:
-        n_workers = max(1, min(params.jobs or os.cpu_count() or 1, n_recordings))
+def _connect(scheduler: str, key: str, local_workers: int) -> Iterator[Client]:
+    """A client of the scheduler named by key (featurize.scheduler, crossval.scheduler), or of a LocalCluster of
+    local_workers started for this run."""
+    if scheduler == LOCAL_CLUSTER:
         with (
             _nanny_environment(),
             LocalCluster(
-                n_workers=n_workers,
+                n_workers=local_workers,
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
@@ -103,10 +143,10 @@ def _connect(params: FeaturizeParams, n_recordings: int) -> Iterator[Client]:
             yield client
         return
     try:
-        client = Client(params.scheduler, timeout=CONNECT_TIMEOUT_S)
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as e:
         raise ClusterError(
-            f"featurize.scheduler: cannot reach the Dask scheduler at {params.scheduler} within "
+            f"{key}: cannot reach the Dask scheduler at {scheduler} within "
             f"{CONNECT_TIMEOUT_S} s ({e}); is `dask scheduler` running there, and is its port open to this machine?"
         ) from e
     with client:
@@ -130,24 +170,24 @@ def _nanny_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _check_workers(client: Client, scheduler: str) -> int:
+def _check_workers(client: Client, scheduler: str, key: str) -> int:
     """Wait for a worker, check the workers can run heartsound; returns the number of worker threads."""
     try:
         client.wait_for_workers(1, timeout=NO_WORKERS_TIMEOUT_S)
     except TimeoutError:
         raise ClusterError(
-            f"featurize.scheduler: no Dask worker joined the scheduler at {scheduler} within {NO_WORKERS_TIMEOUT_S} s; "
+            f"{key}: no Dask worker joined the scheduler at {scheduler} within {NO_WORKERS_TIMEOUT_S} s; "
             f"start some with `dask worker {scheduler} --nthreads 1 --nworkers N` (docs/scaling.md)"
         ) from None
     try:
         malloc_settings = client.run(worker_malloc_setting)
     except ImportError as e:
         raise ClusterError(
-            f"featurize.scheduler: the workers of {scheduler} cannot import heartsound ({e}); start them in the "
+            f"{key}: the workers of {scheduler} cannot import heartsound ({e}); start them in the "
             "project's environment, from a clone at the same path as this one"
         ) from e
     slow = sorted(worker for worker, setting in malloc_settings.items() if setting is not None)
-    if slow:
+    if slow and key == FEATURIZE:
         print(
             f"featurize: workers {', '.join(slow)} run with {MALLOC_VARIABLE} set, which makes featurize ~2x "
             "slower there; docs/scaling.md says how to start them without it",
@@ -172,7 +212,7 @@ def _batches(todo: list[tuple[str, str]], workers: int) -> list[list[tuple[str, 
     return [todo[i : i + size] for i in range(0, len(todo), size)]
 
 
-def _as_completed(client: Client, futures: list[Future], scheduler: str) -> Iterator[Future]:
+def _as_completed(client: Client, futures: list[Future], scheduler: str, key: str) -> Iterator[Future]:
     """The futures as they finish or fail; a ClusterError once the cluster has had no worker for too long."""
     done: queue.SimpleQueue[Future] = queue.SimpleQueue()
     for future in futures:
@@ -192,29 +232,28 @@ def _as_completed(client: Client, futures: list[Future], scheduler: str) -> Iter
             if time.monotonic() - no_workers_since > NO_WORKERS_TIMEOUT_S:
                 waiting = sum(not future.done() for future in futures)
                 raise ClusterError(
-                    f"featurize.scheduler: the scheduler at {scheduler} has had no worker for "
-                    f"{NO_WORKERS_TIMEOUT_S} s, with {waiting} tasks of recordings still to run"
+                    f"{key}: the scheduler at {scheduler} has had no worker for "
+                    f"{NO_WORKERS_TIMEOUT_S} s, with {waiting} tasks still to run"
                 )
 
 
-def _failure(future: Future, batch: list[tuple[str, str]], scheduler: str) -> ClusterError:
-    """The ClusterError for a failed task: what went wrong, and which recordings it held."""
-    paths = ", ".join(path for path, _ in batch)
+def _failure(future: Future, scheduler: str, key: str, work: str) -> ClusterError:
+    """The ClusterError for a failed task: what went wrong, and which work it held (recordings, a training)."""
+    kept = "the recordings stored before are kept: run featurize again to finish" if key == FEATURIZE else "run again"
     if future.cancelled():
         return ClusterError(
-            f"featurize.scheduler ({scheduler}): the scheduler dropped the task of {paths} (connection lost or "
-            "scheduler restarted); the recordings stored before are kept: run featurize again to finish"
+            f"{key} ({scheduler}): the scheduler dropped the task of {work} (connection lost or scheduler "
+            f"restarted); {kept}"
         )
     error = future.exception()
     if isinstance(error, ClusterError):
-        return ClusterError(f"featurize.scheduler ({scheduler}): {error}")
+        return ClusterError(f"{key} ({scheduler}): {error}")
     if isinstance(error, KilledWorker):
         return ClusterError(
-            f"featurize.scheduler ({scheduler}): the workers running {paths} died as many times as the scheduler "
-            "allows (distributed.scheduler.allowed-failures): out of memory, or killed? The recordings stored "
-            "before are kept: run featurize again to finish"
+            f"{key} ({scheduler}): the workers running {work} died as many times as the scheduler allows "
+            f"(distributed.scheduler.allowed-failures): out of memory, or killed? {kept[0].upper()}{kept[1:]}"
         )
-    return ClusterError(f"featurize.scheduler ({scheduler}): {type(error).__name__}: {error}; recordings: {paths}")
+    return ClusterError(f"{key} ({scheduler}): {type(error).__name__}: {error}; {work}")
 
 
 # --- on the workers ---
@@ -247,3 +286,33 @@ def featurize_batch(batch: list[tuple[str, str]], params: FeaturizeParams, cache
         except Exception as e:
             raise ClusterError(f"{path}: {type(e).__name__}: {e}") from None
     return results
+
+
+# A worker keeps the last features it read (load_all's arrays and tables): every training of a run reads the same.
+_loaded: dict[tuple, tuple] = {}
+
+
+def train_on_worker(training, params: Params, features_dir: str, manifest, pretrained_dir, code_digest: str):
+    """One task, run on a worker: crossval.train_and_predict of one training; its crossval.Trained."""
+    import pandas as pd
+
+    from heartsound import crossval
+
+    if codedeps.source_digest("heartsound.crossval") != code_digest:
+        raise ClusterError(
+            f"the worker on {socket.gethostname()} (pid {os.getpid()}) runs other training code than the client: "
+            "run the workers from the same commit and pinned environment"
+        )
+    try:
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(features_dir).iterdir())
+    except FileNotFoundError:
+        raise ClusterError(
+            f"the worker on {socket.gethostname()} does not see the features at {features_dir}: crossval's "
+            "workers need them on a filesystem they share at the same path"
+        ) from None
+    key = (features_dir, tuple(files), int(pd.util.hash_pandas_object(manifest).sum()))
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = crossval.load_all(features_dir, manifest)
+    classes = features.load_meta(features_dir)["classes"]
+    return crossval.train_and_predict(_loaded[key], classes, training, params, pretrained_dir)

@@ -106,6 +106,10 @@ class CrossvalParams:
     seeds: int = 1
     # group: patient-grouped folds over every source; source: leave-one-source-out, a fold per source (device).
     by: str = "group"
+    # Where the trainings (a fold and a seed each) run: null = one after another in this process; local-cluster =
+    # Dask workers on this machine, one per train.threads cores; "tcp://host:8786" = a Dask cluster's scheduler
+    # (docs/scaling.md). The results are the same wherever they run.
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 
 
 def _is_scheduler(value: str) -> bool:
-    """featurize.scheduler: "local-cluster", or a Dask scheduler address tcp://host:port or tls://host:port."""
+    """featurize.scheduler, crossval.scheduler: "local-cluster", or a Dask scheduler address tcp://host:port or tls://host:port."""
     if value == "local-cluster":
         return True
     try:
@@ -189,6 +193,15 @@ def _is_scheduler(value: str) -> bool:
         return False
     rest = (address.path, address.query, address.fragment, address.username)
     return address.scheme in ("tcp", "tls") and bool(address.hostname) and port is not None and not any(rest)
+
+
+def _require_scheduler(checks: _Checks, key: str, value: str | None) -> None:
+    checks.require(
+        value is None or _is_scheduler(value),
+        key,
+        "must be null, local-cluster or a Dask scheduler address tcp://host:port (or tls://host:port)",
+        value,
+    )
 
 
 def _looks_numeric(text: str) -> bool:
@@ -301,12 +314,7 @@ def _check(params: Params) -> list[str]:
     )
     c.require(f.jobs >= 0, "featurize.jobs", "must be >= 0 (0 = all cores)", f.jobs)
     c.require(f.cache_dir.strip() != "", "featurize.cache_dir", "must name a directory", f.cache_dir)
-    c.require(
-        f.scheduler is None or _is_scheduler(f.scheduler),
-        "featurize.scheduler",
-        "must be null, local-cluster or a Dask scheduler address tcp://host:port (or tls://host:port)",
-        f.scheduler,
-    )
+    _require_scheduler(c, "featurize.scheduler", f.scheduler)
     c.require(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     c.require(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     c.require(t.learning_rate > 0, "train.learning_rate", "must be > 0", t.learning_rate)
@@ -340,6 +348,7 @@ def _check(params: Params) -> list[str]:
     c.require(cv.folds >= 2, "crossval.folds", "must be >= 2", cv.folds)
     c.require(1 <= cv.seeds <= 10, "crossval.seeds", "must be between 1 and 10", cv.seeds)
     c.require(0 < cv.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)", cv.val_fraction)
+    _require_scheduler(c, "crossval.scheduler", cv.scheduler)
     return c.errors
 
 

@@ -4,6 +4,7 @@ device); fold scores, their mean +- std, the seed noise of the mean, and every s
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
 
 import numpy as np
@@ -159,72 +160,125 @@ def leave_one_source_out_summary(scores: dict[str, list[dict]], classes) -> dict
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """One training of the loop: a fold's recording indices (train, val, test) and a training seed."""
+
+    fold: object
+    seed: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What a training gives back: its test recordings' CNN probabilities, before the cycle head."""
+
+    training: Training
+    recording_ids: list[str]
+    y_true: np.ndarray
+    probs: np.ndarray
+    groups: np.ndarray
+    epochs: int
+
+
+def trainings(recordings: pd.DataFrame, params: Params) -> list[Training]:
+    """Every (fold, seed) training of crossval, folds first; without early stopping (patience 0) a fold's
+    validation groups train too: they would only be data withheld from training."""
+    seeds = [params.train.seed + SEED_STEP * i for i in range(params.crossval.seeds)]
+    out = []
+    for fold, train_r, val_r, test_r in fold_indices(recordings, params):
+        if params.train.patience == 0:
+            train_r, val_r = np.concatenate([train_r, val_r]), val_r[:0]
+        out += [Training(fold, seed, train_r, val_r, test_r) for seed in seeds]
+    return out
+
+
+def train_and_predict(data: tuple, classes: list[str], training: Training, params: Params, pretrained_dir) -> Trained:
+    """Train on a fold's training windows with its seed; its test recordings' probabilities. data: load_all's."""
+    x, windows, recordings = data
+    part = {
+        name: windows["recording_id"].isin(recordings["recording_id"].iloc[idx]).to_numpy()
+        for name, idx in (("train", training.train), ("val", training.val), ("test", training.test))
+    }
+    y = evaluation.encode(windows["label"], classes)
+    trained, history = model.train(
+        x[part["train"]],
+        y[part["train"]],
+        x[part["val"]],
+        y[part["val"]],
+        len(classes),
+        dataclasses.replace(params.train, seed=training.seed),
+        verbose=0,
+        init_dir=pretrained_dir,
+        n_mels=params.featurize.n_mels,
+        sources=windows["source"].to_numpy()[part["train"]],
+    )
+    probs = model.predict_windows(trained, x[part["test"]])
+    ids, y_true, _, rec_probs, groups = evaluation.recording_predictions(
+        probs, windows[part["test"]], classes, params.evaluate.aggregation
+    )
+    return Trained(training, list(ids), np.asarray(y_true), rec_probs, np.asarray(groups), len(history["loss"]))
+
+
 def run(
     params: Params, features_dir, manifest: pd.DataFrame, cycles_dir=None, pretrained_dir=None, log=print
 ) -> tuple[dict, pd.DataFrame]:
     """Train and score the configured model on every fold, once per training seed (crossval.seeds); with
     train.cycle_weight > 0, each fold's cycle head is fitted on its training recordings (cycles_dir's table).
+    The trainings run here one after another, or on the Dask cluster crossval.scheduler names.
 
     Returns (cv metrics as written to cv.json, out-of-fold recording predictions of every seed).
     """
     classes = features.load_meta(features_dir)["classes"]
-    x, windows, recordings = load_all(features_dir, manifest)
-    y = evaluation.encode(windows["label"], classes)
-    seeds = [params.train.seed + SEED_STEP * i for i in range(params.crossval.seeds)]
-    scores, long_scores = [[] for _ in seeds], [[] for _ in seeds]
-    predictions = []
+    data = load_all(features_dir, manifest)
+    recordings = data[2]
+    todo = trainings(recordings, params)
+    seeds = list(dict.fromkeys(t.seed for t in todo))
     by_id = recordings.set_index("recording_id")
     table = fusion.load_table(cycles_dir) if params.train.cycle_weight > 0 else None
+    heads = {}
+    if table is not None:
+        for t in todo:
+            if t.fold not in heads:
+                fitted_on = recordings.iloc[t.train]
+                heads[t.fold] = fusion.fit_on(
+                    table, fitted_on["recording_id"], fitted_on["label"], classes, params.train.cycle_weight
+                )
+    if params.crossval.scheduler is None:
+        results = (train_and_predict(data, classes, t, params, pretrained_dir) for t in todo)
+    else:
+        # Imported by name, as features does: where the trainings run does not change their numbers
+        # (tests/test_cluster.py), so the Dask module is not part of the stage's code.
+        cluster = importlib.import_module("heartsound.cluster")
+        results = cluster.crossval_trainings(todo, params, features_dir, manifest, pretrained_dir)
     started = time.monotonic()
-    for fold, train_r, val_r, test_r in fold_indices(recordings, params):
-        if params.train.patience == 0:
-            # No early stopping: the validation groups would only be data withheld from training.
-            train_r, val_r = np.concatenate([train_r, val_r]), val_r[:0]
-        part = {
-            name: windows["recording_id"].isin(recordings["recording_id"].iloc[idx]).to_numpy()
-            for name, idx in (("train", train_r), ("val", val_r), ("test", test_r))
-        }
-        test_windows = windows[part["test"]]
-        head = None
+    scored = {}
+    for done in results:  # in the order they finish
+        t, y_pred, rec_probs = done.training, np.asarray(classes)[done.probs.argmax(axis=1)], done.probs
         if table is not None:
-            fitted_on = recordings.iloc[train_r]
-            head = fusion.fit_on(
-                table, fitted_on["recording_id"], fitted_on["label"], classes, params.train.cycle_weight
-            )
-        for nth, seed in enumerate(seeds):
-            trained, history = model.train(
-                x[part["train"]],
-                y[part["train"]],
-                x[part["val"]],
-                y[part["val"]],
-                len(classes),
-                dataclasses.replace(params.train, seed=seed),
-                verbose=0,
-                init_dir=pretrained_dir,
-                n_mels=params.featurize.n_mels,
-                sources=windows["source"].to_numpy()[part["train"]],
-            )
-            probs = model.predict_windows(trained, x[part["test"]])
-            ids, y_true, y_pred, rec_probs, groups = evaluation.recording_predictions(
-                probs, test_windows, classes, params.evaluate.aggregation
-            )
-            if head is not None:
-                y_pred, rec_probs = fusion.fused_predictions(head, table, ids, rec_probs, classes)
-            scores[nth].append(evaluation.score(y_true, y_pred, classes, params.data.dataset, groups))
-            long = by_id.loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
-            if long.any():
-                long_scores[nth].append(evaluation.score(y_true[long], y_pred[long], classes, params.data.dataset))
-            fold_table = evaluation.predictions_table(ids, y_true, y_pred, rec_probs, classes)
-            fold_table.insert(3, "fold", fold)
-            fold_table.insert(4, "seed", seed)
-            fold_table.insert(5, "source", by_id.loc[ids, "source"].to_numpy())
-            predictions.append(fold_table)
-            log(
-                f"fold {fold}, seed {seed}: {len(train_r)}/{len(val_r)}/{len(test_r)} recordings, "
-                f"{len(history['loss'])} epochs, macro-F1 {scores[nth][-1]['macro_f1']:.3f}, "
-                f"balanced acc {scores[nth][-1]['balanced_accuracy']:.3f}, {time.monotonic() - started:.0f} s"
-            )
-    predictions = pd.concat(predictions, ignore_index=True)
+            y_pred, rec_probs = fusion.fused_predictions(heads[t.fold], table, done.recording_ids, rec_probs, classes)
+        score = evaluation.score(done.y_true, y_pred, classes, params.data.dataset, done.groups)
+        long = by_id.loc[done.recording_ids, "duration_s"].to_numpy() >= LONG_MIN_S
+        long_score = None
+        if long.any():
+            long_score = evaluation.score(done.y_true[long], y_pred[long], classes, params.data.dataset)
+        fold_table = evaluation.predictions_table(done.recording_ids, done.y_true, y_pred, rec_probs, classes)
+        fold_table.insert(3, "fold", t.fold)
+        fold_table.insert(4, "seed", t.seed)
+        fold_table.insert(5, "source", by_id.loc[done.recording_ids, "source"].to_numpy())
+        scored[t.fold, t.seed] = score, long_score, fold_table
+        log(
+            f"fold {t.fold}, seed {t.seed}: {len(t.train)}/{len(t.val)}/{len(t.test)} recordings, "
+            f"{done.epochs} epochs, macro-F1 {score['macro_f1']:.3f}, "
+            f"balanced acc {score['balanced_accuracy']:.3f}, {time.monotonic() - started:.0f} s"
+        )
+    # Assembled in (fold, seed) order, however the trainings finished.
+    scores = [[scored[t.fold, t.seed][0] for t in todo if t.seed == seed] for seed in seeds]
+    long_scores = [[scored[t.fold, t.seed][1] for t in todo if t.seed == seed] for seed in seeds]
+    long_scores = [[s for s in per_seed if s is not None] for per_seed in long_scores]
+    predictions = pd.concat([scored[t.fold, t.seed][2] for t in todo], ignore_index=True)
     by_source = source_scores(predictions, params.data.dataset)
     if params.crossval.by == "source":
         metrics = {"by": "source", **leave_one_source_out_summary(by_source, classes)}

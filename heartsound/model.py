@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import warnings
 from pathlib import Path
 
@@ -54,23 +55,40 @@ def seed_everything(seed: int, threads: int = TrainParams.threads) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int, name: str = "seed_cnn"):
+def layer_seeds(seed: int | None):
+    """Seeds for a model's random layers (kernel initializers, dropout), in the order they are built.
+
+    Keras draws an unseeded layer's seed from Python's global `random` when the layer is built: any other thread
+    drawing from it in between (a Dask worker's event loop does) changes the initial weights. A private generator
+    seeded as keras.utils.set_random_seed(seed) seeds the global one gives the same seeds, out of other threads'
+    reach. None: keras's own draws.
+    """
+    if seed is None:
+        return lambda: None
+    draws = random.Random(seed)
+    return lambda: draws.randint(1, int(1e9))  # as keras.random.make_default_seed draws
+
+
+def build_seed_cnn(input_shape: tuple[int, ...], n_classes: int, name: str = "seed_cnn", seed: int | None = None):
     """The reference notebook's CNN: Conv2D 16/32/128 (kernel 2), each with 2x2 max-pool and dropout."""
     import keras
     from keras import layers
 
+    next_seed = layer_seeds(seed)
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=input_shape))
     for filters, dropout in ((16, 0.2), (32, 0.2), (128, 0.5)):
-        model.add(layers.Conv2D(filters, kernel_size=2, activation="relu", padding="same"))
+        kernel = keras.initializers.GlorotUniform(seed=next_seed())
+        model.add(layers.Conv2D(filters, kernel_size=2, activation="relu", padding="same", kernel_initializer=kernel))
         model.add(layers.MaxPooling2D(pool_size=2, padding="same"))
-        model.add(layers.Dropout(dropout))
+        model.add(layers.Dropout(dropout, seed=next_seed()))
     model.add(layers.GlobalAveragePooling2D())
-    model.add(layers.Dense(n_classes, activation="softmax"))
+    kernel = keras.initializers.GlorotUniform(seed=next_seed())
+    model.add(layers.Dense(n_classes, activation="softmax", kernel_initializer=kernel))
     return model
 
 
-def build_cnn1d(input_shape: tuple[int, ...], n_classes: int, name: str = "cnn1d"):
+def build_cnn1d(input_shape: tuple[int, ...], n_classes: int, name: str = "cnn1d", seed: int | None = None):
     """A 1-D CNN over time with the MFCC coefficients as channels, batch-normalised throughout.
 
     Cepstral coefficients are not translation-invariant along the coefficient axis, so the
@@ -82,19 +100,22 @@ def build_cnn1d(input_shape: tuple[int, ...], n_classes: int, name: str = "cnn1d
     import keras
     from keras import layers
 
+    next_seed = layer_seeds(seed)
     n_mfcc, frames = input_shape[0], input_shape[1]
     inputs = keras.Input(shape=input_shape)
     x = layers.Reshape((n_mfcc, frames))(inputs)
     x = layers.Permute((2, 1))(x)  # [frames, n_mfcc]
     x = layers.BatchNormalization()(x)
     for filters in (64, 64, 128, 128):
-        x = layers.Conv1D(filters, 5, padding="same", use_bias=False)(x)
+        kernel = keras.initializers.GlorotUniform(seed=next_seed())
+        x = layers.Conv1D(filters, 5, padding="same", use_bias=False, kernel_initializer=kernel)(x)
         x = layers.BatchNormalization()(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling1D(2, padding="same")(x)
     x = layers.GlobalAveragePooling1D()(x)
-    x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(n_classes, activation="softmax")(x)
+    x = layers.Dropout(0.5, seed=next_seed())(x)
+    kernel = keras.initializers.GlorotUniform(seed=next_seed())
+    outputs = layers.Dense(n_classes, activation="softmax", kernel_initializer=kernel)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -102,15 +123,21 @@ BUILDERS = {"seed_cnn": build_seed_cnn, "cnn1d": build_cnn1d}
 
 
 def build_model(
-    name: str, input_shape: tuple[int, ...], n_classes: int, learning_rate, model_name: str | None = None, loss="sparse"
+    name: str,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    learning_rate,
+    model_name: str | None = None,
+    loss="sparse",
+    seed: int | None = None,
 ):
     """A compiled model from its params name (train.model); learning_rate may be a keras schedule.
-    loss: "sparse" (integer labels), or "crossentropy" / "focal" on one-hot (or mixed) labels.
+    loss: "sparse" (integer labels), or "crossentropy" / "focal" on one-hot (or mixed) labels. seed: layer_seeds'.
     """
     import keras
 
     try:
-        model = BUILDERS[name](input_shape, n_classes, model_name or name)
+        model = BUILDERS[name](input_shape, n_classes, model_name or name, seed)
     except KeyError:
         raise ValueError(f"unknown train.model {name!r} (known: {', '.join(BUILDERS)})") from None
     losses = {
@@ -310,7 +337,12 @@ def train(
     for i in range(params.ensemble):
         member_params = dataclasses.replace(params, seed=params.seed + i)
         member = _compiled(member_params, input_shape, n_classes, size, init_dir, soft)
-        data = {"x": _batches(x_train, targets, weights, member_params, n_mels, size)} if batched else whole
+        # shuffle=False: the batches draw their own order each epoch; keras would reorder them with Python's global
+        # random, which other threads draw from too (a Dask worker's event loop): the weights would depend on them.
+        if batched:
+            data = {"x": _batches(x_train, targets, weights, member_params, n_mels, size), "shuffle": False}
+        else:
+            data = whole
         history = member.fit(
             **data,
             validation_data=validation,
@@ -340,6 +372,7 @@ def _compiled(params: TrainParams, input_shape, n_classes: int, windows_per_epoc
         learning_rate,
         f"{params.model}_{params.seed}",
         params.loss if soft else "sparse",
+        params.seed,
     )
     if params.init == "pretrained":
         if init_dir is None:

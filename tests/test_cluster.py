@@ -1,6 +1,6 @@
-"""featurize on Dask (featurize.scheduler, heartsound/cluster.py): a real scheduler and worker processes on
-127.0.0.1, compared byte for byte with the local worker pool; a worker killed mid-run; failures that name
-what went wrong."""
+"""featurize and crossval on Dask (featurize.scheduler, crossval.scheduler, heartsound/cluster.py): a real
+scheduler and worker processes on 127.0.0.1, compared byte for byte with the local run; a worker killed mid-run;
+failures that name what went wrong."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from distributed import Client
+from test_crossval import tiny_features, tiny_params
 from test_features import manifest_of, write_recording
 
-from heartsound import cluster, config, features
+from heartsound import cluster, codedeps, config, crossval, features
 from heartsound.config import FeaturizeParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,17 +111,19 @@ def worker_pids(address: str) -> dict[str, int]:
 # --- params ---
 
 
+@pytest.mark.parametrize("section", ["featurize", "crossval"])
 @pytest.mark.parametrize("value", [None, "local-cluster", "tcp://127.0.0.1:8786", "tls://scheduler.example:8786"])
-def test_scheduler_values_accepted(value):
-    assert config.parse({"featurize": {"scheduler": value}}).featurize.scheduler == value
+def test_scheduler_values_accepted(section, value):
+    assert getattr(config.parse({section: {"scheduler": value}}), section).scheduler == value
 
 
+@pytest.mark.parametrize("section", ["featurize", "crossval"])
 @pytest.mark.parametrize(
     "value", ["localhost:8786", "tcp://127.0.0.1", "http://host:8786", "tcp://:8786", "tcp://host:99999", "local"]
 )
-def test_bad_scheduler_is_a_params_error_naming_the_key(value):
-    with pytest.raises(config.ParamsError, match=r"'featurize.scheduler' must be null, local-cluster or a Dask"):
-        config.parse({"featurize": {"scheduler": value}})
+def test_bad_scheduler_is_a_params_error_naming_the_key(section, value):
+    with pytest.raises(config.ParamsError, match=rf"'{section}.scheduler' must be null, local-cluster or a Dask"):
+        config.parse({section: {"scheduler": value}})
 
 
 def test_scheduler_is_not_part_of_the_feature_key():
@@ -235,4 +239,51 @@ def test_local_cluster_end_to_end_through_featurize(dataset, local_result, tmp_p
     params = FeaturizeParams(jobs=2, cache_dir=str(tmp_path / "cache"), scheduler=cluster.LOCAL_CLUSTER)
     assert featurize_files(manifest_of(dataset), params, tmp_path / "features") == local_result
     # The LocalCluster's nannies set OMP_NUM_THREADS=1 & co. in this process; featurize puts them back.
+    assert dict(os.environ) == environment
+
+
+# --- crossval ---
+
+
+def crossval_outputs(params, features_dir, manifest) -> tuple[str, pd.DataFrame]:
+    metrics, predictions = crossval.run(params, features_dir, manifest, log=lambda _: None)
+    return json.dumps(metrics, sort_keys=True), predictions
+
+
+def test_crossval_on_the_cluster_gives_the_local_numbers(scheduler, tmp_path):
+    manifest = tiny_features(tmp_path)
+    params = tiny_params(seeds=2)
+    # The default's augmented batches (their own order each epoch), not only keras's shuffled arrays.
+    augmented = dataclasses.replace(params.train, augment=True, time_mask=0.2, freq_mask=0.2)
+    params = dataclasses.replace(params, train=augmented)
+    local = crossval_outputs(params, tmp_path, manifest)
+    on_cluster = dataclasses.replace(params, crossval=dataclasses.replace(params.crossval, scheduler=scheduler))
+    remote = crossval_outputs(on_cluster, tmp_path, manifest)
+    assert remote[0] == local[0]
+    pd.testing.assert_frame_equal(remote[1], local[1], check_exact=True)
+    # The four trainings ran on the workers (each keeps the features it read), not in this process.
+    with Client(scheduler, timeout=START_TIMEOUT_S) as client:
+        assert any(client.run(lambda: bool(cluster._loaded)).values())
+    assert not cluster._loaded
+
+
+def test_crossval_workers_of_other_training_code_are_refused(scheduler, tmp_path, monkeypatch):
+    manifest = tiny_features(tmp_path)
+    params = tiny_params(seeds=1, scheduler=scheduler)
+    real = codedeps.source_digest
+    # The client claims other code than the workers run (they are other processes, unpatched).
+    monkeypatch.setattr(
+        codedeps, "source_digest", lambda module: "0" * 64 if module == "heartsound.crossval" else real(module)
+    )
+    with pytest.raises(cluster.ClusterError, match=r"crossval.scheduler .*runs other training code than the client"):
+        crossval.run(params, tmp_path, manifest, log=lambda _: None)
+
+
+def test_crossval_on_a_local_cluster(tmp_path):
+    manifest = tiny_features(tmp_path)
+    params = tiny_params(seeds=1)
+    local = crossval_outputs(params, tmp_path, manifest)
+    on_cluster = dataclasses.replace(params, crossval=dataclasses.replace(params.crossval, scheduler="local-cluster"))
+    environment = dict(os.environ)
+    assert crossval_outputs(on_cluster, tmp_path, manifest)[0] == local[0]
     assert dict(os.environ) == environment

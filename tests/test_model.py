@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import random
 import subprocess
 import sys
 
@@ -350,3 +351,23 @@ def test_pretrained_weights_of_another_model_or_window_are_refused(tmp_path):
     x, y = _data()
     with pytest.raises(ValueError, match="no pretrained model directory"):
         model.train(x, y, x[:0], y[:0], 3, TrainParams(model="cnn1d", epochs=1, init="pretrained"), verbose=0)
+
+
+@pytest.mark.parametrize("model_name", sorted(model.BUILDERS))
+@pytest.mark.parametrize("settings", [{}, {"augment": True, "epoch_windows": 32}], ids=["arrays", "batches"])
+def test_training_does_not_depend_on_pythons_global_random(model_name, settings, monkeypatch):
+    """Other threads draw from Python's global random (a Dask worker's event loop does, between a task's seeding
+    and its training): neither the initial weights nor the batch order may follow it."""
+    x, y = _data(48)
+    params = TrainParams(model=model_name, epochs=2, batch_size=16, lr_schedule="cosine", seed=3, **settings)
+    first, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    seed_everything = model.seed_everything
+
+    def then_another_thread_draws(*args):
+        seed_everything(*args)
+        random.random()
+
+    monkeypatch.setattr(model, "seed_everything", then_another_thread_draws)
+    second, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
