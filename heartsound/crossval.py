@@ -222,6 +222,23 @@ def train_and_predict(data: tuple, classes: list[str], training: Training, param
     return Trained(training, list(ids), np.asarray(y_true), rec_probs, np.asarray(groups), len(history["loss"]))
 
 
+def _scored(done: Trained, head, table, by_id: pd.DataFrame, classes, dataset: str) -> tuple:
+    """(score, score of the recordings of LONG_MIN_S or more or None, predictions table) of one training's test
+    recordings, fused with its fold's cycle head when there is one."""
+    t, ids = done.training, done.recording_ids
+    y_pred, rec_probs = np.asarray(classes)[done.probs.argmax(axis=1)], done.probs
+    if head is not None:
+        y_pred, rec_probs = fusion.fused_predictions(head, table, ids, rec_probs, classes)
+    score = evaluation.score(done.y_true, y_pred, classes, dataset, done.groups)
+    long = by_id.loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
+    long_score = evaluation.score(done.y_true[long], y_pred[long], classes, dataset) if long.any() else None
+    fold_table = evaluation.predictions_table(ids, done.y_true, y_pred, rec_probs, classes)
+    fold_table.insert(3, "fold", t.fold)
+    fold_table.insert(4, "seed", t.seed)
+    fold_table.insert(5, "source", by_id.loc[ids, "source"].to_numpy())
+    return score, long_score, fold_table
+
+
 def run(
     params: Params, features_dir, manifest: pd.DataFrame, cycles_dir=None, pretrained_dir=None, log=print
 ) -> tuple[dict, pd.DataFrame]:
@@ -256,19 +273,9 @@ def run(
     started = time.monotonic()
     scored = {}
     for done in results:  # in the order they finish
-        t, y_pred, rec_probs = done.training, np.asarray(classes)[done.probs.argmax(axis=1)], done.probs
-        if table is not None:
-            y_pred, rec_probs = fusion.fused_predictions(heads[t.fold], table, done.recording_ids, rec_probs, classes)
-        score = evaluation.score(done.y_true, y_pred, classes, params.data.dataset, done.groups)
-        long = by_id.loc[done.recording_ids, "duration_s"].to_numpy() >= LONG_MIN_S
-        long_score = None
-        if long.any():
-            long_score = evaluation.score(done.y_true[long], y_pred[long], classes, params.data.dataset)
-        fold_table = evaluation.predictions_table(done.recording_ids, done.y_true, y_pred, rec_probs, classes)
-        fold_table.insert(3, "fold", t.fold)
-        fold_table.insert(4, "seed", t.seed)
-        fold_table.insert(5, "source", by_id.loc[done.recording_ids, "source"].to_numpy())
-        scored[t.fold, t.seed] = score, long_score, fold_table
+        t = done.training
+        scored[t.fold, t.seed] = _scored(done, heads.get(t.fold), table, by_id, classes, params.data.dataset)
+        score = scored[t.fold, t.seed][0]
         log(
             f"fold {t.fold}, seed {t.seed}: {len(t.train)}/{len(t.val)}/{len(t.test)} recordings, "
             f"{done.epochs} epochs, macro-F1 {score['macro_f1']:.3f}, "
