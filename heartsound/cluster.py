@@ -66,16 +66,7 @@ def compute_entries(todo: list[tuple[str, str]], params: FeaturizeParams) -> Ite
     local_workers = max(1, min(params.jobs or os.cpu_count() or 1, len(todo)))
     with _connect(params.scheduler, FEATURIZE, local_workers) as client:
         workers = _check_workers(client, params.scheduler, FEATURIZE)
-        batches = _batches(todo, workers)
-        run = uuid.uuid4().hex[:8]
-        futures = client.map(
-            featurize_batch,
-            batches,
-            key=[f"featurize-{run}-{i:06d}" for i in range(len(batches))],
-            params=params,
-            cache_key=cache.key,
-        )
-        batch_of = {future.key: batch for future, batch in zip(futures, batches)}
+        futures, batch_of = _map(client, featurize_batch, _batches(todo, workers), params=params, cache_key=cache.key)
         for future in _as_completed(client, futures, params.scheduler, FEATURIZE):
             batch = batch_of[future.key]
             if future.status != "finished":
@@ -104,24 +95,31 @@ def crossval_trainings(todo: list, params: Params, features_dir, manifest, pretr
     local_workers = max(1, min((os.cpu_count() or 1) // params.train.threads, len(todo)))
     with _connect(scheduler, CROSSVAL, local_workers) as client:
         _check_workers(client, scheduler, CROSSVAL)
-        run = uuid.uuid4().hex[:8]
-        futures = client.map(
+        futures, training_of = _map(
+            client,
             train_on_worker,
             todo,
-            key=[f"crossval-{run}-{i:04d}" for i in range(len(todo))],
             params=params,
             features_dir=features_dir,
             manifest=manifest,
             pretrained_dir=pretrained_dir,
             code_digest=codedeps.source_digest("heartsound.crossval"),
         )
-        training_of = {future.key: training for future, training in zip(futures, todo)}
         for future in _as_completed(client, futures, scheduler, CROSSVAL):
             if future.status != "finished":
                 training = training_of[future.key]
                 raise _failure(future, scheduler, CROSSVAL, f"fold {training.fold}, seed {training.seed}")
             yield future.result()
             future.release()
+
+
+def _map(client: Client, task, items: list, **kwargs) -> tuple[list[Future], dict]:
+    """A task per item (keyed by the task's name, this run and the item's place); the futures, and each one's item
+    by key."""
+    run = uuid.uuid4().hex[:8]
+    keys = [f"{task.__name__}-{run}-{i:06d}" for i in range(len(items))]
+    futures = client.map(task, items, key=keys, **kwargs)
+    return futures, {future.key: item for future, item in zip(futures, items)}
 
 
 @contextlib.contextmanager
