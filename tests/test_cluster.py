@@ -250,40 +250,42 @@ def crossval_outputs(params, features_dir, manifest) -> tuple[str, pd.DataFrame]
     return json.dumps(metrics, sort_keys=True), predictions
 
 
-def test_crossval_on_the_cluster_gives_the_local_numbers(scheduler, tmp_path):
-    manifest = tiny_features(tmp_path)
-    params = tiny_params(seeds=2)
-    # The default's augmented batches (their own order each epoch), not only keras's shuffled arrays.
+@pytest.fixture(scope="module")
+def tiny_cv(tmp_path_factory) -> tuple:
+    """Tiny features, params with the default's augmented batches (their own order each epoch, not only keras's
+    shuffled arrays), and the local run's outputs: what every cluster run must give. Two folds, two trainings."""
+    features_dir = tmp_path_factory.mktemp("tiny")
+    manifest = tiny_features(features_dir)
+    params = tiny_params(seeds=1)
     augmented = dataclasses.replace(params.train, augment=True, time_mask=0.2, freq_mask=0.2)
     params = dataclasses.replace(params, train=augmented)
-    local = crossval_outputs(params, tmp_path, manifest)
-    on_cluster = dataclasses.replace(params, crossval=dataclasses.replace(params.crossval, scheduler=scheduler))
-    remote = crossval_outputs(on_cluster, tmp_path, manifest)
+    return features_dir, manifest, params, crossval_outputs(params, features_dir, manifest)
+
+
+def on(params, scheduler: str):
+    return dataclasses.replace(params, crossval=dataclasses.replace(params.crossval, scheduler=scheduler))
+
+
+# Trainings on a real cluster take ~30 s: in the full suite, not the fast tier.
+@pytest.mark.e2e
+def test_crossval_on_the_cluster_gives_the_local_numbers(scheduler, tiny_cv):
+    features_dir, manifest, params, local = tiny_cv
+    remote = crossval_outputs(on(params, scheduler), features_dir, manifest)
     assert remote[0] == local[0]
     pd.testing.assert_frame_equal(remote[1], local[1], check_exact=True)
-    # The four trainings ran on the workers (each keeps the features it read), not in this process.
+    # The trainings ran on the workers (each keeps the features it read), not in this process.
     with Client(scheduler, timeout=START_TIMEOUT_S) as client:
         assert any(client.run(lambda: bool(cluster._loaded)).values())
     assert not cluster._loaded
 
 
-def test_crossval_workers_of_other_training_code_are_refused(scheduler, tmp_path, monkeypatch):
-    manifest = tiny_features(tmp_path)
-    params = tiny_params(seeds=1, scheduler=scheduler)
+@pytest.mark.e2e
+def test_crossval_workers_of_other_training_code_are_refused(scheduler, tiny_cv, monkeypatch):
+    features_dir, manifest, params, _ = tiny_cv
     real = codedeps.source_digest
     # The client claims other code than the workers run (they are other processes, unpatched).
     monkeypatch.setattr(
         codedeps, "source_digest", lambda module: "0" * 64 if module == "heartsound.crossval" else real(module)
     )
     with pytest.raises(cluster.ClusterError, match=r"crossval.scheduler .*runs other training code than the client"):
-        crossval.run(params, tmp_path, manifest, log=lambda _: None)
-
-
-def test_crossval_on_a_local_cluster(tmp_path):
-    manifest = tiny_features(tmp_path)
-    params = tiny_params(seeds=1)
-    local = crossval_outputs(params, tmp_path, manifest)
-    on_cluster = dataclasses.replace(params, crossval=dataclasses.replace(params.crossval, scheduler="local-cluster"))
-    environment = dict(os.environ)
-    assert crossval_outputs(on_cluster, tmp_path, manifest)[0] == local[0]
-    assert dict(os.environ) == environment
+        crossval.run(on(params, scheduler), features_dir, manifest, log=lambda _: None)

@@ -353,13 +353,11 @@ def test_pretrained_weights_of_another_model_or_window_are_refused(tmp_path):
         model.train(x, y, x[:0], y[:0], 3, TrainParams(model="cnn1d", epochs=1, init="pretrained"), verbose=0)
 
 
-@pytest.mark.parametrize("model_name", sorted(model.BUILDERS))
-@pytest.mark.parametrize("settings", [{}, {"augment": True, "epoch_windows": 32}], ids=["arrays", "batches"])
-def test_training_does_not_depend_on_pythons_global_random(model_name, settings, monkeypatch):
+def test_training_does_not_depend_on_pythons_global_random(monkeypatch):
     """Other threads draw from Python's global random (a Dask worker's event loop does, between a task's seeding
-    and its training): neither the initial weights nor the batch order may follow it."""
+    and its training): neither the initial weights nor the order of the augmented batches may follow it."""
     x, y = _data(48)
-    params = TrainParams(model=model_name, epochs=2, batch_size=16, lr_schedule="cosine", seed=3, **settings)
+    params = TrainParams(model="cnn1d", epochs=1, batch_size=16, seed=3, augment=True, epoch_windows=32)
     first, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
     seed_everything = model.seed_everything
 
