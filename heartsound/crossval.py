@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,23 +20,23 @@ SUMMARY_KEYS = ("macro_f1", "balanced_accuracy", "accuracy")
 SCREENING_KEYS = ("sensitivity", "specificity", "macc")
 # Training seeds of a fold are train.seed, +SEED_STEP, ...: clear of the train.ensemble members' seed, seed+1, ...
 SEED_STEP = 100
+SPLITS = ("train", "val", "test")
 
 
-def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """All splits' windows in one array, and the window and recording tables.
+def load_tables(features_dir, manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The window and recording tables of every split, without the windows' features: what a crossval client
+    whose trainings run on workers needs.
 
-    Returns (x [n_windows, n_mfcc, frames], windows with a row per window of x,
-    recordings with recording_id, label, group, duration_s, source in first-appearance order).
-    Group, duration and source come from the manifest, so older window tables without a group column work too.
+    Returns (windows: a row per window of load_all's array, with its recording's group, duration and source, and
+    its row in recordings (`recording`); recordings: recording_id, label, group, duration_s, source in
+    first-appearance order). Group, duration and source come from the manifest, so older window tables without a
+    group column work too.
     """
-    arrays, tables, offset = [], [], 0
-    for split in ("train", "val", "test"):
-        x, windows = features.load_split(features_dir, split)
-        windows = windows.assign(window=windows["window"] + offset)
-        arrays.append(np.asarray(x))
-        tables.append(windows)
-        offset += len(x)
-    x = np.concatenate(arrays)
+    tables, offset = [], 0
+    for split in SPLITS:
+        windows = pd.read_csv(Path(features_dir) / f"{split}_windows.csv", dtype={"recording_id": str, "label": str})
+        tables.append(windows.assign(window=windows["window"] + offset))
+        offset += len(windows)
     info = manifest.set_index("recording_id")[["group", "duration_s", "source"]]
     windows = pd.concat(tables, ignore_index=True).drop(columns=["group"], errors="ignore")
     windows = windows.join(info, on="recording_id")
@@ -44,6 +45,15 @@ def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataF
         raise ValueError(f"recording {missing} has features but is not in the manifest")
     columns = ["label", "group", "duration_s", "source"]
     recordings = windows.groupby("recording_id", sort=False)[columns].first().reset_index()
+    windows["recording"] = pd.Index(recordings["recording_id"]).get_indexer(windows["recording_id"])
+    return windows, recordings
+
+
+def load_all(features_dir, manifest: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """All splits' windows in one array [n_windows, n_mfcc, frames], and load_tables' window and recording
+    tables."""
+    windows, recordings = load_tables(features_dir, manifest)
+    x = np.concatenate([features.load_split(features_dir, split)[0] for split in SPLITS])
     return x, windows, recordings
 
 
@@ -198,11 +208,13 @@ def trainings(recordings: pd.DataFrame, params: Params) -> list[Training]:
 def train_and_predict(data: tuple, classes: list[str], training: Training, params: Params, pretrained_dir) -> Trained:
     """Train on a fold's training windows with its seed; its test recordings' probabilities. data: load_all's."""
     x, windows, recordings = data
-    part = {
-        name: windows["recording_id"].isin(recordings["recording_id"].iloc[idx]).to_numpy()
-        for name, idx in (("train", training.train), ("val", training.val), ("test", training.test))
-    }
-    y = evaluation.encode(windows["label"], classes)
+    of_window = windows["recording"].to_numpy()
+    part = {}
+    for name, idx in (("train", training.train), ("val", training.val), ("test", training.test)):
+        chosen = np.zeros(len(recordings), dtype=bool)
+        chosen[idx] = True
+        part[name] = chosen[of_window]
+    y = evaluation.encode(recordings["label"], classes)[of_window]
     trained, history = model.train(
         x[part["train"]],
         y[part["train"]],
@@ -249,8 +261,12 @@ def run(
     Returns (cv metrics as written to cv.json, out-of-fold recording predictions of every seed).
     """
     classes = features.load_meta(features_dir)["classes"]
-    data = load_all(features_dir, manifest)
-    recordings = data[2]
+    # With workers, only they need the windows themselves.
+    if params.crossval.scheduler is None:
+        data = load_all(features_dir, manifest)
+        recordings = data[2]
+    else:
+        recordings = load_tables(features_dir, manifest)[1]
     todo = trainings(recordings, params)
     seeds = list(dict.fromkeys(t.seed for t in todo))
     by_id = recordings.set_index("recording_id")

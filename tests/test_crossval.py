@@ -111,7 +111,7 @@ def save_split(features_dir: Path, split: str, x: np.ndarray, table: pd.DataFram
         (features_dir / "meta.json").write_text(json.dumps({"feature_shape": [n_mfcc, window_frames]}))
 
 
-def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_path):
+def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest_and_tables_need_no_features(tmp_path):
     manifest = pd.DataFrame(
         {
             "recording_id": ["r1", "r2", "r3"],
@@ -132,6 +132,13 @@ def test_load_all_concatenates_splits_and_takes_groups_from_the_manifest(tmp_pat
     assert list(recordings["recording_id"]) == ["r1", "r2", "r3"]
     assert list(recordings["duration_s"]) == [9.0, 3.0, 5.0]
     assert list(recordings["source"]) == ["a", "a", "b"]
+    assert list(windows["recording"]) == [0, 0, 1, 2]  # each window's row in recordings
+    # The tables alone (a client whose workers train) read no features.
+    for split in rows:
+        (tmp_path / f"{split}.npy").unlink()
+    tables, tables_recordings = crossval.load_tables(tmp_path, manifest)
+    pd.testing.assert_frame_equal(tables, windows)
+    pd.testing.assert_frame_equal(tables_recordings, recordings)
 
 
 def tiny_features(tmp_path) -> pd.DataFrame:
