@@ -1,4 +1,5 @@
-"""dvc.yaml lists, for each stage, its script and exactly the heartsound modules the script runs.
+"""dvc.yaml lists, for each stage, its script and exactly the heartsound modules the script runs, and the pinned
+libraries (requirements.txt).
 
 A module missing from a stage's deps means `dvc repro` keeps an output that the current code would not
 produce; a module listed but never imported reruns a stage for nothing. The import closure is computed
@@ -48,6 +49,8 @@ def code_deps_problems(stage: dict) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_deps_are_exactly_the_code_it_runs(name):
     missing, unused = code_deps_problems(STAGES[name])
+    # The libraries compute every output too (numpy, librosa, TensorFlow...): a new pin must rerun the stage.
+    assert "requirements.txt" in STAGES[name]["deps"], f"stage {name}: dvc.yaml deps miss requirements.txt"
     assert missing == [], f"stage {name}: dvc.yaml deps miss {missing} (imported by {stage_script(STAGES[name])})"
     assert unused == [], f"stage {name}: dvc.yaml lists {unused}, which {stage_script(STAGES[name])} never imports"
 
