@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from heartsound import config
+from heartsound import config, environment
 from heartsound.crossval import run
 
 
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--pretrained", default="data/pretrained", help="the pretrain stage's output (train.init)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    environment.require_pinned()
 
     params = config.load_or_exit(args.params)
     manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "label": str, "group": str})

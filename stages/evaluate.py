@@ -2,7 +2,7 @@
 
 import argparse
 
-from heartsound import config
+from heartsound import config, environment
 from heartsound.training import run_evaluate
 
 
@@ -15,6 +15,7 @@ def main() -> None:
     parser.add_argument("--cycles", default="data/cycles", help="the segment stage's output (the cycle head's input)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    environment.require_pinned()
 
     params = config.load_or_exit(args.params)
     metrics = run_evaluate(params, args.features_dir, args.model_dir, args.metrics, args.plots_dir, args.cycles)

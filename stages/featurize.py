@@ -5,7 +5,7 @@ The outputs persist between runs (dvc.yaml): featurize updates them in place fro
 
 import argparse
 
-from heartsound import config
+from heartsound import config, environment
 from heartsound.features import featurize, read_manifest
 
 
@@ -15,6 +15,7 @@ def main() -> None:
     parser.add_argument("out_dir", help="where the feature arrays go")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    environment.require_pinned()
 
     params = config.load_or_exit(args.params)
     summary = featurize(read_manifest(args.manifest), params.featurize, args.out_dir)

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from heartsound import config
+from heartsound import config, environment
 from heartsound.datasets import LayoutError
 from heartsound.manifest import prepare
 
@@ -13,6 +13,7 @@ def main() -> None:
     parser.add_argument("out_dir", help="where manifest.csv and rejections.csv go")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    environment.require_pinned()
 
     params = config.load_or_exit(args.params)
     try:

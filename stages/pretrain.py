@@ -2,7 +2,7 @@
 
 import argparse
 
-from heartsound import config
+from heartsound import config, environment
 from heartsound.datasets import LayoutError
 from heartsound.pretraining import run
 
@@ -12,6 +12,7 @@ def main() -> None:
     parser.add_argument("out_dir", help="where pretrained.weights.h5 and pretrained.json go")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    environment.require_pinned()
 
     params = config.load_or_exit(args.params)
     try:

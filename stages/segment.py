@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from heartsound import cycles, fusion
+from heartsound import cycles, environment, fusion
 
 
 def main() -> None:
@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("manifest", help="prepare's manifest.csv")
     parser.add_argument("out_dir", help="where cycle_features.csv goes")
     args = parser.parse_args()
+    environment.require_pinned()
 
     manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "path": str})
     table = cycles.recordings_table(manifest["recording_id"], manifest["path"])

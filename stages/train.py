@@ -2,7 +2,7 @@
 
 import argparse
 
-from heartsound import config
+from heartsound import config, environment
 from heartsound.training import run_train
 
 
@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("--manifest", default="data/prepared/manifest.csv", help="prepare's manifest (sources)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    environment.require_pinned()
 
     params = config.load_or_exit(args.params)
     print(
