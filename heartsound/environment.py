@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import Version
 
-REQUIREMENTS = "requirements.txt"
+# The project root's lock, beside dvc.yaml: a stage (`python -m stages.<name>` at the root) runs this heartsound/.
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 
 
 def pins(path: str | os.PathLike = REQUIREMENTS) -> dict[str, str]:
@@ -61,7 +63,7 @@ def require_pinned(path: str | os.PathLike = REQUIREMENTS) -> None:
         listed = "\n".join(f"  {p}" for p in problems)
         print(
             f"environment: the installed libraries are not the ones {path} pins (and DVC tracks):\n{listed}\n"
-            f"run `pip install -r {path} -e .` in this environment",
+            f"run `pip install -r requirements.txt -e .` at the project root ({Path(path).parent})",
             file=sys.stderr,
         )
         raise SystemExit(2)

@@ -1,12 +1,15 @@
 """Stages run only on the pinned libraries: requirements.txt (a dep of every stage) against what is installed."""
 
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from heartsound import environment
 
@@ -43,20 +46,31 @@ def test_a_package_at_another_version_or_missing_is_named(tmp_path):
     assert environment.mismatches(write(tmp_path, f"NumPy=={NUMPY}.0\n")) == []  # names and versions normalised
 
 
-def run_segment(cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+def run_segment(project: Path) -> subprocess.CompletedProcess:
+    """`python -m stages.segment` in a copy of the project's code: the stage checks the copy's requirements.txt."""
+    for package in ("heartsound", "stages"):
+        if not (project / package).exists():
+            shutil.copytree(REPO_ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     command = [sys.executable, "-m", "stages.segment", "manifest.csv", "cycles"]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
 
 
 def test_a_stage_refuses_to_run_on_other_libraries_and_writes_nothing(tmp_path):
     write(tmp_path, "pandas==0.0.1\n")
-    (tmp_path / "manifest.csv").write_text("recording_id,path\n")
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "noise.wav", rng.normal(0, 0.1, 3 * 4000).astype(np.float32), 4000)
+    (tmp_path / "manifest.csv").write_text("recording_id,path\nnoise,noise.wav\n")
     result = run_segment(tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert "pandas: pinned 0.0.1, installed" in result.stderr and "pip install -r requirements.txt" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "cycles").exists()
     (tmp_path / "requirements.txt").unlink()
     result = run_segment(tmp_path)
     assert result.returncode == 2 and "cannot check the pinned libraries" in result.stderr
+    # The project's own pins: the stage runs and writes its table (noise: a row flagged without rhythm).
+    shutil.copy(REPO_ROOT / "requirements.txt", tmp_path / "requirements.txt")
+    result = run_segment(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cycles" / "cycle_features.csv").is_file()

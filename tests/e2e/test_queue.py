@@ -92,7 +92,7 @@ def queued(built_project):
             most_active = max(most_active, active)
             if all(s in ("Success", "Failed") for s in statuses.values()) or time.monotonic() > deadline:
                 break
-            time.sleep(5)  # each poll is a dvc process: sparing the two cores the experiments train on
+            time.sleep(2)  # each poll is a dvc process: often enough to see both busy, sparing the cores
     finally:
         built_project.dvc("queue", "stop", "--kill", check=False)  # no worker outlives the test, even on failure
     logs = {name: built_project.dvc("queue", "logs", name, check=False).stdout[-3000:] for name in GRID}
