@@ -4,6 +4,7 @@ A recording where no rhythm is found (noise, artifact, too short) keeps its row,
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,8 @@ def main() -> None:
     environment.require_pinned()
 
     manifest = pd.read_csv(args.manifest, dtype={"recording_id": str, "path": str})
+    if manifest.empty:
+        sys.exit(f"segment: {args.manifest} lists no recordings (did prepare find any?)")
     table = cycles.recordings_table(manifest["recording_id"], manifest["path"])
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     table.to_csv(Path(args.out_dir) / fusion.TABLE_FILE, index=False, float_format="%.6g")

@@ -4,9 +4,13 @@ the real CirCor annotations (held-out patients; refit determinism)."""
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import signal
 
@@ -14,7 +18,8 @@ from heartsound import cycles
 from heartsound import segmentation as sg
 
 # ../shared/samples beside the checkout (and beside CI's clone): real files in the original layouts.
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = REPO_ROOT.parent / "shared" / "samples"
 HELD_OUT = SAMPLES / "circor2022"  # 4 patients, 16 recordings: none of them in the committed model's fit
 FIT_ON = SAMPLES / "circor2022-more"  # 26 patients, 77 recordings: what the committed model is fitted on
 # Measured (docs/segmentation.md): held-out S1 F1 0.855, S2 F1 0.879; 5-fold patient CV S1 0.945, S2 0.958.
@@ -344,3 +349,27 @@ def test_no_rhythm_gives_the_fill_value_and_the_flag():
     assert not segmentation.rhythm_found
     assert np.array_equal(features, np.full(len(cycles.FEATURE_NAMES), cycles.FILL_VALUE))
     assert cycles.as_dict(features)["rhythm_found"] == 0.0
+
+
+def _run_segment_stage(tmp_path, manifest_text):
+    (tmp_path / "manifest.csv").write_text(manifest_text)
+    command = [sys.executable, str(REPO_ROOT / "stages" / "segment.py"), "manifest.csv", "cycles"]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+
+
+def test_segment_stage_keeps_every_recording_and_refuses_an_empty_manifest(tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "noise.wav", _white_noise(0, duration_s=4.0)[0].astype(np.float32) * 0.1, 4000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    result = _run_segment_stage(tmp_path, "recording_id,path\nnoise,noise.wav\nbroken,broken.wav\n")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "cycles" / "cycle_features.csv", keep_default_na=False)
+    assert list(table["recording_id"]) == ["noise", "broken"]  # every input accounted for, each with its reason
+    assert table.loc[1, "no_rhythm_reason"].startswith("unreadable") and table.loc[0, "no_rhythm_reason"] != ""
+    assert (table["rhythm_found"] == 0).all()
+
+    shutil.rmtree(tmp_path / "cycles")
+    result = _run_segment_stage(tmp_path, "recording_id,path\n")
+    assert result.returncode != 0 and "manifest.csv lists no recordings" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "cycles").exists()
