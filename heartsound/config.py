@@ -73,6 +73,8 @@ class TrainParams:
     augment: bool = False  # random time shift and gain of training windows
     # More augmentation of training windows (0 = off), each drawn per window after shift and gain:
     eq_db: float = 0.0  # a random stethoscope response: a smooth EQ curve over the mel bands, std in dB
+    # Stationary coloured noise at an SNR of this to 20 dB above it, relative to the window's power (None = off).
+    noise_snr_db: float | None = None
     time_mask: float = 0.0  # SpecAugment time mask: up to this share of a window's frames set to its mean
     freq_mask: float = 0.0  # SpecAugment frequency mask: up to this share of the mel bands set to their mean
     mixup: float = 0.0  # mixup's Beta(alpha, alpha): windows and labels mixed within a batch
@@ -325,6 +327,12 @@ def _check(params: Params) -> list[str]:
     c.require(1 <= t.ensemble <= 20, "train.ensemble", "must be between 1 and 20", t.ensemble)
     c.require(1 <= t.threads <= 64, "train.threads", "must be between 1 and 64", t.threads)
     c.require(t.eq_db >= 0, "train.eq_db", "must be >= 0 (0 = off)", t.eq_db)
+    c.require(
+        t.noise_snr_db is None or -20 <= t.noise_snr_db <= 60,
+        "train.noise_snr_db",
+        "must be null (off) or an SNR in dB between -20 and 60",
+        t.noise_snr_db,
+    )
     for key in ("time_mask", "freq_mask"):
         value = getattr(t, key)
         c.require(0 <= value < 1, f"train.{key}", "must be >= 0 and < 1 (0 = off)", value)

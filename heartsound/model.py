@@ -188,8 +188,8 @@ def window_weights(y: np.ndarray, n_classes: int, mode: str, sources=None) -> np
 def augment(
     x: np.ndarray, rng: np.random.Generator, params: TrainParams, n_mels: int = FeaturizeParams.n_mels
 ) -> np.ndarray:
-    """Augmented copies of MFCC windows [n, n_mfcc, frames], as params asks (train.augment, eq_db, time_mask,
-    freq_mask).
+    """Augmented copies of MFCC windows [n, n_mfcc, frames], as params asks (train.augment, eq_db, noise_snr_db,
+    time_mask, freq_mask).
 
     A window starts at an arbitrary point of the cardiac cycle, so a circular time shift is label-preserving.
     MFCCs are the orthonormal DCT of log-mel bands in dB, so anything a microphone does to the spectrum, a gain
@@ -205,6 +205,8 @@ def augment(
         out[:, 0, :] += (rng.uniform(-6, 6, n) * np.sqrt(n_mels)).astype(x.dtype)[:, None]
     if params.eq_db > 0:
         out += _cepstrum(random_eq(n, n_mels, params.eq_db, rng), n_mfcc).astype(x.dtype)[:, :, None]
+    if params.noise_snr_db is not None:
+        out = _add_noise(out, rng, params.noise_snr_db, n_mels)
     if params.time_mask > 0:
         masked = _random_runs(n, frames, params.time_mask, rng)  # [n, frames]
         out = np.where(masked[:, None, :], out.mean(axis=2, keepdims=True), out)
@@ -249,13 +251,43 @@ def _mask_bands(x: np.ndarray, rng: np.random.Generator, share: float, n_mels: i
     return dct.T @ bands
 
 
+# Noise levels: an SNR from noise_snr_db to this much above it; the noise's colour, a smooth curve of this std (dB).
+NOISE_SNR_RANGE_DB = 20.0
+NOISE_COLOUR_DB = 6.0
+
+
+def _add_noise(x: np.ndarray, rng: np.random.Generator, min_snr_db: float, n_mels: int) -> np.ndarray:
+    """Stationary coloured noise added in power: back to (smoothed) log-mel bands, each window's noise a random
+    smooth spectrum at an SNR drawn from [min_snr_db, min_snr_db + NOISE_SNR_RANGE_DB] below the window's mean band
+    power, summed with the bands' power, and back to MFCCs. Quiet bands and frames rise, loud ones barely move.
+    """
+    n, n_mfcc, _ = x.shape
+    dct = features.dct_matrix(n_mels, n_mfcc).astype(np.float64)
+    to_ln = np.log(10.0) / 10.0  # dB -> natural log of power
+    bands = (dct @ x.astype(np.float64)) * to_ln  # [n, n_mels, frames]
+    level = np.log(np.exp(bands - bands.max(axis=(1, 2), keepdims=True)).mean(axis=(1, 2))) + bands.max(axis=(1, 2))
+    snr = rng.uniform(min_snr_db, min_snr_db + NOISE_SNR_RANGE_DB, n)
+    colour = random_eq(n, n_mels, NOISE_COLOUR_DB, rng)
+    colour -= np.log10(np.mean(10 ** (colour / 10), axis=1, keepdims=True)) * 10  # mean noise power: the level
+    noise = level[:, None] + (colour - snr[:, None]) * to_ln  # [n, n_mels]
+    noisy = np.logaddexp(bands, noise[:, :, None]) / to_ln
+    return (dct.T @ noisy).astype(x.dtype)
+
+
 def _soft_labels(params: TrainParams) -> bool:
     """Mixup and the focal loss train on one-hot (mixed) labels; otherwise labels stay integers."""
     return params.mixup > 0 or params.loss == "focal"
 
 
 def _augmenting(params: TrainParams) -> bool:
-    return params.augment or params.eq_db > 0 or params.time_mask > 0 or params.freq_mask > 0 or params.mixup > 0
+    return (
+        params.augment
+        or params.eq_db > 0
+        or params.noise_snr_db is not None
+        or params.time_mask > 0
+        or params.freq_mask > 0
+        or params.mixup > 0
+    )
 
 
 def epoch_size(n: int, params: TrainParams) -> int:

@@ -122,6 +122,12 @@ def test_an_int_is_a_valid_float():
         ("train", {"ensemble": 0}, "'train.ensemble' must be between 1 and 20"),
         ("train", {"augment": "yes"}, "'train.augment' must be bool, got 'yes' (str)"),
         ("train", {"eq_db": -1.0}, "'train.eq_db' must be >= 0 (0 = off), got -1.0"),
+        (
+            "train",
+            {"noise_snr_db": 90},
+            "'train.noise_snr_db' must be null (off) or an SNR in dB between -20 and 60, got 90",
+        ),
+        ("train", {"noise_snr_db": "loud"}, "train.noise_snr_db"),
         ("train", {"time_mask": 1.0}, "'train.time_mask' must be >= 0 and < 1 (0 = off), got 1.0"),
         ("train", {"freq_mask": -0.1}, "'train.freq_mask' must be >= 0 and < 1 (0 = off)"),
         ("train", {"mixup": -0.2}, "'train.mixup' must be >= 0 (0 = off)"),

@@ -164,6 +164,27 @@ def test_frequency_mask_flattens_a_run_of_mel_bands():
             )
 
 
+def test_noise_adds_stationary_power_at_the_chosen_snr():
+    """With as many coefficients as bands the cepstral round trip is exact: in power, every band gains one noise
+    level for all frames, at an SNR in [min, min + 20] dB below the window's mean power; nothing gets quieter."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 8, size=(12, 16, 30)).astype(np.float32)
+    x[:, 0] += 40
+    out = model.augment(x, np.random.default_rng(3), TrainParams(noise_snr_db=10.0), n_mels=16)
+    dct = features.dct_matrix(16, 16).astype(np.float64)
+    before, after = 10 ** ((dct @ x) / 10), 10 ** ((dct @ out) / 10)  # [windows, bands, frames] in power
+    added = after - before
+    assert (added > -1e-3 * before).all()
+    np.testing.assert_allclose(added, added[:, :, :1].repeat(30, axis=2), rtol=1e-2)
+    snr = 10 * np.log10(before.mean(axis=(1, 2)) / added[:, :, 0].mean(axis=1))
+    assert (snr > 10 - 0.1).all() and (snr < 30 + 0.1).all() and np.ptp(snr) > 2
+    # Quiet frames rise more than loud ones.
+    rise = (dct @ out) - (dct @ x)
+    quiet = (dct @ x) < np.median(dct @ x)
+    assert rise[quiet].mean() > 3 * rise[~quiet].mean()
+    np.testing.assert_array_equal(model.augment(x, np.random.default_rng(3), TrainParams(), n_mels=16), x)
+
+
 def test_mixup_batches_mix_windows_labels_and_weights_alike():
     x, y = _data(16)
     onehot = np.eye(3, dtype=np.float32)[y]
@@ -230,7 +251,8 @@ def _augmented_weights() -> tuple:
 
 
 @pytest.mark.parametrize(
-    "options", [{"mixup": 0.2}, {"loss": "focal"}, {"eq_db": 3.0, "time_mask": 0.2, "freq_mask": 0.2}]
+    "options",
+    [{"mixup": 0.2}, {"loss": "focal"}, {"eq_db": 3.0, "time_mask": 0.2, "freq_mask": 0.2}, {"noise_snr_db": 5.0}],
 )
 def test_training_with_each_augmentation_and_loss_is_deterministic_and_takes_effect(options):
     x, y = _data()
