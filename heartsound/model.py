@@ -265,11 +265,12 @@ def _add_noise(x: np.ndarray, rng: np.random.Generator, min_snr_db: float, n_mel
     dct = features.dct_matrix(n_mels, n_mfcc).astype(np.float64)
     to_ln = np.log(10.0) / 10.0  # dB -> natural log of power
     bands = (dct @ x.astype(np.float64)) * to_ln  # [n, n_mels, frames]
-    level = np.log(np.exp(bands - bands.max(axis=(1, 2), keepdims=True)).mean(axis=(1, 2))) + bands.max(axis=(1, 2))
+    # Means of power, taken in the log domain (log-sum-exp) so that loud windows do not overflow.
+    level = np.logaddexp.reduce(bands, axis=(1, 2)) - np.log(bands[0].size)  # [n]
     snr = rng.uniform(min_snr_db, min_snr_db + NOISE_SNR_RANGE_DB, n)
-    colour = random_eq(n, n_mels, NOISE_COLOUR_DB, rng)
-    colour -= np.log10(np.mean(10 ** (colour / 10), axis=1, keepdims=True)) * 10  # mean noise power: the level
-    noise = level[:, None] + (colour - snr[:, None]) * to_ln  # [n, n_mels]
+    colour = random_eq(n, n_mels, NOISE_COLOUR_DB, rng) * to_ln
+    colour -= np.logaddexp.reduce(colour, axis=1, keepdims=True) - np.log(n_mels)  # mean power 1: level sets it
+    noise = level[:, None] + colour - snr[:, None] * to_ln  # [n, n_mels]
     noisy = np.logaddexp(bands, noise[:, :, None]) / to_ln
     return (dct.T @ noisy).astype(x.dtype)
 
