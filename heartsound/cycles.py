@@ -11,15 +11,13 @@ rhythm_found 0; a band the sample rate cannot hold, or a phase never decoded, ge
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
 import numpy as np
 import pandas as pd
-from scipy import signal
 
-from heartsound import audio, features
+from heartsound import audio, features, filters
 from heartsound.segmentation import DIASTOLE, SYSTOLE, Segmentation, segment
 
 ENERGY_BANDS_HZ = ((25, 45), (45, 80), (80, 200), (200, 400), (400, 800))
@@ -135,26 +133,22 @@ def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_
     x = np.asarray(samples, dtype=np.float64)
     rate = int(sample_rate_hz)
     if rate > ENERGY_RATE_HZ:
-        common = math.gcd(rate, ENERGY_RATE_HZ)
-        x = signal.resample_poly(x, ENERGY_RATE_HZ // common, rate // common)
-        rate = ENERGY_RATE_HZ
+        x, rate = filters.resample(x, rate, ENERGY_RATE_HZ), ENERGY_RATE_HZ
     systole = _phase_samples(segmentation.intervals, SYSTOLE, rate, len(x))
     diastole = _phase_samples(segmentation.intervals, DIASTOLE, rate, len(x))
+    if not systole.any() or not diastole.any():
+        return [math.nan] * len(ENERGY_BANDS_HZ)
+    bands = [(low, high) for low, high in ENERGY_BANDS_HZ if high < 0.45 * rate]
+    powers = iter(filters.zero_phase_bands(x, rate, 4, bands))
     ratios = []
     for low, high in ENERGY_BANDS_HZ:
-        if high >= 0.45 * rate or not systole.any() or not diastole.any():
+        if (low, high) not in bands:
             ratios.append(math.nan)
             continue
-        power = signal.sosfiltfilt(_band_filter(low, high, rate), x) ** 2
+        power = next(powers) ** 2
         floor = 1e-9 * float(power.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
         ratios.append(math.log10((power[systole].mean() + floor) / (power[diastole].mean() + floor)))
     return ratios
-
-
-@functools.cache
-def _band_filter(low_hz: float, high_hz: float, rate_hz: int) -> np.ndarray:
-    """4th-order Butterworth band-pass (designing it costs as much as running it over a 7-s recording)."""
-    return signal.butter(4, [low_hz, high_hz], btype="bandpass", fs=rate_hz, output="sos")
 
 
 def _phase_samples(intervals: np.ndarray, state: int, rate_hz: int, n_samples: int) -> np.ndarray:

@@ -30,7 +30,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
+
+from heartsound import filters
 
 MODEL_FORMAT = "heartsound-segmentation/1"
 MODEL_PATH = Path(__file__).with_name("segmentation_model.json")
@@ -96,17 +97,9 @@ def _no_rhythm(reason: str, duration_s: float) -> Segmentation:
 # --- signal processing ---------------------------------------------------------------------------------------------
 
 
-@cache
-def _filters():
-    band = signal.butter(4, [25, 400], btype="bandpass", fs=PROCESS_RATE_HZ, output="sos")
-    envelope_lowpass = signal.butter(1, 8, fs=PROCESS_RATE_HZ, output="sos")
-    return band, envelope_lowpass
-
-
-def _to_process_rate(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    common = math.gcd(sample_rate_hz, PROCESS_RATE_HZ)
-    up, down = PROCESS_RATE_HZ // common, sample_rate_hz // common
-    return signal.resample_poly(samples, up, down) if (up, down) != (1, 1) else samples
+# Band-pass 25-400 Hz (4th order) for the heart sounds, low-pass 8 Hz (1st order) for the homomorphic envelope.
+BAND_HZ = (25.0, 400.0)
+ENVELOPE_LOWPASS_HZ = 8.0
 
 
 def remove_spikes(x: np.ndarray, rate_hz: int = PROCESS_RATE_HZ) -> np.ndarray:
@@ -139,15 +132,16 @@ def envelope_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 50 Hz feature frames (n_frames, len(FEATURE_NAMES)) of a band-passed 1 kHz signal, each normalised per
     recording, and the log homomorphic envelope the heart rate is measured on. Frame k is centred on sample 20k
     (time k / 50 s)."""
-    _, envelope_lowpass = _filters()
-    amplitude = np.abs(signal.hilbert(x))
+    amplitude = filters.analytic_amplitude(x)
     floor = 1e-6 * max(float(amplitude.max()), 1e-30)
-    log_homomorphic = signal.sosfiltfilt(envelope_lowpass, np.log(amplitude + floor))[::FRAMES_PER_FEATURE]
+    log_amplitude = np.log(amplitude + floor)
+    log_homomorphic = filters.zero_phase_filter(log_amplitude, PROCESS_RATE_HZ, 1, high_hz=ENVELOPE_LOWPASS_HZ)
+    log_homomorphic = log_homomorphic[::FRAMES_PER_FEATURE]
     n_frames = len(log_homomorphic)
     columns = [
         np.exp(log_homomorphic),
         # The resampling filter rings below zero around sharp onsets; an amplitude cannot.
-        np.maximum(signal.resample_poly(amplitude, 1, FRAMES_PER_FEATURE)[:n_frames], 0.0),
+        np.maximum(filters.decimate(amplitude, FRAMES_PER_FEATURE)[:n_frames], 0.0),
         _band_power(x, n_frames, 40, 60),
     ]
     features = [_normalise(c) for c in columns]
@@ -178,9 +172,8 @@ def _normalise(values: np.ndarray, power: float = 1 / 3) -> np.ndarray:
 
 def _prepare(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     """The band-passed, de-spiked 1 kHz signal the features are computed on."""
-    band, _ = _filters()
-    x = _to_process_rate(np.asarray(samples, dtype=np.float64), int(sample_rate_hz))
-    return remove_spikes(signal.sosfiltfilt(band, x))
+    x = filters.resample(samples, int(sample_rate_hz), PROCESS_RATE_HZ)
+    return remove_spikes(filters.zero_phase_filter(x, PROCESS_RATE_HZ, 4, *BAND_HZ))
 
 
 # --- heart rate ----------------------------------------------------------------------------------------------------
