@@ -90,6 +90,9 @@ class TrainParams:
     cycle_weight: float = 0.0
     # none: random initial weights; pretrained: every layer but the classifier from the pretrain stage's model.
     init: str = "none"
+    # Domain-adversarial training (DANN): a source classifier on the CNN's embedding whose gradient reaches the CNN
+    # reversed and scaled by this, so the CNN learns what does not tell the sources apart. 0 = off.
+    source_adversary: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,7 @@ def _check(params: Params) -> list[str]:
         value = getattr(t, key)
         c.require(0 <= value < 1, f"train.{key}", "must be >= 0 and < 1 (0 = off)", value)
     c.require(t.mixup >= 0, "train.mixup", "must be >= 0 (0 = off)", t.mixup)
+    c.require(t.source_adversary >= 0, "train.source_adversary", "must be >= 0 (0 = off)", t.source_adversary)
     pre = params.pretrain
     c.require(pre.epochs >= 1, "pretrain.epochs", "must be >= 1", pre.epochs)
     c.require(pre.batch_size >= 1, "pretrain.batch_size", "must be >= 1", pre.batch_size)

@@ -134,12 +134,19 @@ def build_model(
     """A compiled model from its params name (train.model); learning_rate may be a keras schedule.
     loss: "sparse" (integer labels), or "crossentropy" / "focal" on one-hot (or mixed) labels. seed: layer_seeds'.
     """
-    import keras
 
     try:
         model = BUILDERS[name](input_shape, n_classes, model_name or name, seed)
     except KeyError:
         raise ValueError(f"unknown train.model {name!r} (known: {', '.join(BUILDERS)})") from None
+    compile_model(model, learning_rate, loss)
+    return model
+
+
+def compile_model(model, learning_rate, loss="sparse") -> None:
+    """Adam at learning_rate (a float or a keras schedule) on the loss build_model names, with accuracy."""
+    import keras
+
     losses = {
         "sparse": "sparse_categorical_crossentropy",
         "crossentropy": "categorical_crossentropy",
@@ -147,7 +154,44 @@ def build_model(
         "focal": keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=2.0),
     }
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=losses[loss], metrics=["accuracy"])
-    return model
+
+
+def with_source_adversary(classifier, n_sources: int, strength: float, seed: int | None = None):
+    """The training model of domain-adversarial training (Ganin et al., JMLR 2016): inputs (windows, one-hot
+    sources), output the classifier's. A small source classifier reads the embedding the classifier's last layer
+    reads; its loss is added to the class loss, and its gradient reaches the embedding reversed and scaled by
+    strength: it learns to name the source, the CNN learns to leave the source out of the embedding. Every layer
+    of `classifier` is shared, so training this trains it; `classifier` alone is what is saved. All-zero source
+    rows (validation) add no loss.
+    """
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    next_seed = layer_seeds(None if seed is None else seed + 1)
+
+    @tf.custom_gradient
+    def reverse_gradient(x):
+        return tf.identity(x), lambda upstream: -strength * upstream
+
+    class SourceAdversary(layers.Layer):
+        def __init__(self):
+            super().__init__(name="source_adversary")
+            kernel = keras.initializers.GlorotUniform
+            self.hidden = layers.Dense(64, activation="relu", kernel_initializer=kernel(seed=next_seed()))
+            self.source = layers.Dense(n_sources, activation="softmax", kernel_initializer=kernel(seed=next_seed()))
+
+        def call(self, embedding, sources):
+            predicted = self.source(self.hidden(reverse_gradient(embedding)))
+            self.add_loss(keras.ops.mean(keras.losses.categorical_crossentropy(sources, predicted)))
+            return embedding  # unchanged: the class output reads it through this layer, so its loss is in the graph
+
+    head = classifier.layers[-1]
+    embedding = keras.Model(classifier.inputs, head.input)
+    windows = keras.Input(shape=classifier.input_shape[1:])
+    sources = keras.Input(shape=(n_sources,))
+    outputs = head(SourceAdversary()(embedding(windows), sources))
+    return keras.Model([windows, sources], outputs, name=f"{classifier.name}_source_adversarial")
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
@@ -296,9 +340,10 @@ def epoch_size(n: int, params: TrainParams) -> int:
     return min(n, params.epoch_windows) if params.epoch_windows > 0 else n
 
 
-def _batches(x, y, weights, params: TrainParams, n_mels: int, size: int):
+def _batches(x, y, weights, params: TrainParams, n_mels: int, size: int, sources=None):
     """A keras PyDataset of shuffled, augmented batches with per-sample class weights (mixed too with mixup);
     each epoch a fresh random draw of size windows (epoch_size: all of them, shuffled, without a budget).
+    sources: one-hot rows per window for with_source_adversary's second input (mixed as the labels are), or None.
     """
     import keras
 
@@ -314,13 +359,15 @@ def _batches(x, y, weights, params: TrainParams, n_mels: int, size: int):
         def __getitem__(self, i):
             idx = np.sort(self.order[i * params.batch_size : (i + 1) * params.batch_size])
             xb, yb, wb = augment(x[idx], self.rng, params, n_mels), y[idx], weights[idx]
+            sb = None if sources is None else sources[idx]
             if params.mixup > 0:
                 lam = self.rng.beta(params.mixup, params.mixup, len(idx)).astype(np.float32)
                 other = self.rng.permutation(len(idx))
                 xb = lam[:, None, None] * xb + (1 - lam[:, None, None]) * xb[other]
                 yb = lam[:, None] * yb + (1 - lam[:, None]) * yb[other]
                 wb = lam * wb + (1 - lam) * wb[other]
-            return to_input(xb), yb, wb
+                sb = None if sb is None else lam[:, None] * sb + (1 - lam[:, None]) * sb[other]
+            return (to_input(xb) if sb is None else (to_input(xb), sb)), yb, wb
 
         def on_epoch_end(self):
             self.order = self.rng.permutation(len(x))[:size]
@@ -345,7 +392,8 @@ def train(
     early-stops on val (best weights restored; patience 0 = all epochs).
     With train.init: pretrained, each starts from the pretrain stage's weights in init_dir (all but the classifier).
     n_mels: featurize.n_mels, the band count the augmentations of MFCCs work in. sources: each training window's
-    source (train.class_weight balanced_by_source).
+    source (train.class_weight balanced_by_source, train.source_adversary; the adversary needs two sources or more
+    and is left out with fewer: there is nothing to tell apart).
 
     Returns (model, history of the first member); callbacks (e.g. live logging) see the first member only.
     """
@@ -356,7 +404,10 @@ def train(
     validation = None
     if len(x_val) > 0:
         validation = (to_input(x_val), np.eye(n_classes, dtype=np.float32)[y_val] if soft else y_val)
-    batched = _augmenting(params) or size < len(x_train)
+    source_rows = _source_rows(sources, len(x_train)) if params.source_adversary > 0 else None
+    if source_rows is not None and validation is not None:
+        validation = ((validation[0], np.zeros((len(x_val), source_rows.shape[1]), np.float32)), validation[1])
+    batched = _augmenting(params) or size < len(x_train) or source_rows is not None
     if batched:
         weights = window_weights(y_train, n_classes, params.class_weight, sources)
     else:
@@ -369,14 +420,15 @@ def train(
     members, first_history = [], None
     for i in range(params.ensemble):
         member_params = dataclasses.replace(params, seed=params.seed + i)
-        member = _compiled(member_params, input_shape, n_classes, size, init_dir, soft)
+        member, trainer = _compiled(member_params, input_shape, n_classes, size, init_dir, soft, source_rows)
         # shuffle=False: the batches draw their own order each epoch; keras would reorder them with Python's global
         # random, which other threads draw from too (a Dask worker's event loop): the weights would depend on them.
         if batched:
-            data = {"x": _batches(x_train, targets, weights, member_params, n_mels, size), "shuffle": False}
+            batches = _batches(x_train, targets, weights, member_params, n_mels, size, source_rows)
+            data = {"x": batches, "shuffle": False}
         else:
             data = whole
-        history = member.fit(
+        history = trainer.fit(
             **data,
             validation_data=validation,
             epochs=params.epochs,
@@ -389,8 +441,19 @@ def train(
     return (members[0] if len(members) == 1 else average(members)), first_history
 
 
-def _compiled(params: TrainParams, input_shape, n_classes: int, windows_per_epoch: int, init_dir, soft: bool):
-    """A seeded, compiled model, pre-trained if train.init asks; the cosine decay runs over the steps taken."""
+def _source_rows(sources, n: int) -> np.ndarray | None:
+    """One-hot source rows [n, sources] of the training windows (sorted source names), None for fewer than two."""
+    if sources is None or len(sources) != n:
+        raise ValueError("train.source_adversary needs each training window's source")
+    names, index = np.unique(np.asarray(sources).astype(str), return_inverse=True)
+    return np.eye(len(names), dtype=np.float32)[index] if len(names) >= 2 else None
+
+
+def _compiled(
+    params: TrainParams, input_shape, n_classes: int, windows_per_epoch: int, init_dir, soft: bool, source_rows=None
+):
+    """(classifier, the model to fit): a seeded, compiled model, pre-trained if train.init asks, and itself or, with
+    source_rows, its source-adversarial training model; the cosine decay runs over the steps taken."""
     import keras
 
     seed_everything(params.seed, params.threads)
@@ -411,7 +474,11 @@ def _compiled(params: TrainParams, input_shape, n_classes: int, windows_per_epoc
         if init_dir is None:
             raise ValueError("train.init is pretrained but no pretrained model directory was given")
         load_pretrained(model, params.model, init_dir)
-    return model
+    if source_rows is None:
+        return model, model
+    trainer = with_source_adversary(model, source_rows.shape[1], params.source_adversary, params.seed)
+    compile_model(trainer, learning_rate, params.loss if soft else "sparse")
+    return model, trainer
 
 
 def _with_stopping(callbacks, params: TrainParams, has_val: bool) -> list:

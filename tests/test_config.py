@@ -131,6 +131,7 @@ def test_an_int_is_a_valid_float():
         ("train", {"time_mask": 1.0}, "'train.time_mask' must be >= 0 and < 1 (0 = off), got 1.0"),
         ("train", {"freq_mask": -0.1}, "'train.freq_mask' must be >= 0 and < 1 (0 = off)"),
         ("train", {"mixup": -0.2}, "'train.mixup' must be >= 0 (0 = off)"),
+        ("train", {"source_adversary": -0.1}, "'train.source_adversary' must be >= 0 (0 = off)"),
         ("train", {"loss": "hinge"}, "'train.loss' must be one of crossentropy, focal, got 'hinge'"),
     ],
 )

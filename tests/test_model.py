@@ -399,3 +399,63 @@ def test_training_does_not_depend_on_pythons_global_random(monkeypatch):
     second, _ = model.train(x, y, x[:0], y[:0], 3, params, verbose=0)
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_source_adversary_reverses_its_gradient_into_the_shared_classifier():
+    """Its loss reaches the CNN's weights reversed and scaled by the strength; the class output is the classifier's."""
+    import tensorflow as tf
+
+    x, _ = _data(16)
+    sources = np.eye(2, dtype=np.float32)[np.arange(16) % 2]
+    gradients = {}
+    for strength in (1.0, 2.0):
+        classifier = model.build_model("cnn1d", (*SHAPE, 1), 3, 1e-3, seed=1)
+        trainer = model.with_source_adversary(classifier, 2, strength, seed=1)
+        assert {v.path for v in classifier.trainable_variables} <= {v.path for v in trainer.trainable_variables}
+        with tf.GradientTape() as tape:
+            outputs = trainer([model.to_input(x), sources], training=False)
+            adversary_loss = tf.add_n(trainer.losses)
+        first_conv = next(v for v in classifier.trainable_variables if "conv1d" in v.path)
+        gradients[strength] = tape.gradient(adversary_loss, first_conv).numpy()
+        np.testing.assert_allclose(outputs, classifier(model.to_input(x), training=False), atol=1e-6)
+        source_head = next(v for v in trainer.trainable_variables if "source_adversary" in v.path)
+        assert float(tf.reduce_sum(tf.abs(_adversary_gradient(trainer, x, sources, source_head)))) > 0
+    assert np.abs(gradients[1.0]).max() > 0
+    # Only the reversal lies between the loss and the CNN: twice the strength, twice the (reversed) gradient.
+    np.testing.assert_allclose(gradients[2.0], 2 * gradients[1.0], rtol=1e-4, atol=1e-8)
+
+
+def _adversary_gradient(trainer, x, sources, variable):
+    """The adversary loss's gradient on one of its own variables (not reversed: it learns to name the source)."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        trainer([model.to_input(x), sources], training=False)
+        loss = tf.add_n(trainer.losses)
+    return tape.gradient(loss, variable)
+
+
+def test_training_with_a_source_adversary_is_deterministic_and_scores_validation_on_classes_only():
+    x, y = _data()
+    sources = np.array(["site-a", "site-b"])[np.arange(len(y)) // 2 % 2]
+    params = dataclasses.replace(AUGMENTED, source_adversary=0.5)
+    first, history = model.train(x, y, x[:8], y[:8], 3, params, verbose=0, sources=sources)
+    second, _ = model.train(x, y, x[:8], y[:8], 3, params, verbose=0, sources=sources)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert len(first.inputs) == 1  # the classifier alone is returned (and saved): no source input at prediction
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), _augmented_weights()))
+    # The training loss carries the adversary's; validation rows have no source, so val_loss is the class loss.
+    first.compile(loss="sparse_categorical_crossentropy")
+    class_loss = np.ravel(first.evaluate(model.to_input(x[:8]), y[:8], verbose=0))[0]
+    assert history["val_loss"][-1] == pytest.approx(class_loss, rel=1e-4)
+
+
+def test_a_source_adversary_with_one_source_is_left_out_and_without_sources_refused():
+    x, y = _data()
+    params = dataclasses.replace(AUGMENTED, source_adversary=0.5)
+    alone, _ = model.train(x, y, x[:8], y[:8], 3, params, verbose=0, sources=np.full(len(y), "set_b"))
+    for a, b in zip(alone.get_weights(), _augmented_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="source_adversary needs each training window's source"):
+        model.train(x, y, x[:8], y[:8], 3, params, verbose=0)
