@@ -138,14 +138,14 @@ def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_
     diastole = _phase_samples(segmentation.intervals, DIASTOLE, rate, len(x))
     if not systole.any() or not diastole.any():
         return [math.nan] * len(ENERGY_BANDS_HZ)
-    bands = [(low, high) for low, high in ENERGY_BANDS_HZ if high < 0.45 * rate]
-    powers = iter(filters.zero_phase_bands(x, rate, 4, bands))
+    bands = [band for band in ENERGY_BANDS_HZ if band[1] < 0.45 * rate]
+    filtered = dict(zip(bands, filters.zero_phase_bands(x, rate, 4, bands)))
     ratios = []
-    for low, high in ENERGY_BANDS_HZ:
-        if (low, high) not in bands:
+    for band in ENERGY_BANDS_HZ:
+        if band not in filtered:
             ratios.append(math.nan)
             continue
-        power = next(powers) ** 2
+        power = filtered[band] ** 2
         floor = 1e-9 * float(power.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
         ratios.append(math.log10((power[systole].mean() + floor) / (power[diastole].mean() + floor)))
     return ratios
