@@ -134,7 +134,6 @@ def build_model(
     """A compiled model from its params name (train.model); learning_rate may be a keras schedule.
     loss: "sparse" (integer labels), or "crossentropy" / "focal" on one-hot (or mixed) labels. seed: layer_seeds'.
     """
-
     try:
         model = BUILDERS[name](input_shape, n_classes, model_name or name, seed)
     except KeyError:
