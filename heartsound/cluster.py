@@ -118,7 +118,10 @@ def _map(client: Client, task, items: list, **kwargs) -> tuple[list[Future], dic
     by key."""
     run = uuid.uuid4().hex[:8]
     keys = [f"{task.__name__}-{run}-{i:06d}" for i in range(len(items))]
-    futures = client.map(task, items, key=keys, **kwargs)
+    # The shared arguments go to the workers once, as data. Given to client.map, one over 100 kB (PhysioNet 2016's
+    # manifest) became a task keyed by the argument's name alone, which distributed's scheduler failed to send.
+    shared = {name: client.scatter(value, broadcast=True) for name, value in kwargs.items()}
+    futures = client.map(task, items, key=keys, **shared)
     return futures, {future.key: item for future, item in zip(futures, items)}
 
 

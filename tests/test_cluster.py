@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dask.sizeof import sizeof
 from distributed import Client
 from test_crossval import tiny_features, tiny_params
 from test_features import manifest_of, write_recording
@@ -289,3 +290,15 @@ def test_crossval_workers_of_other_training_code_are_refused(scheduler, tiny_cv,
     )
     with pytest.raises(cluster.ClusterError, match=r"crossval.scheduler .*runs other training code than the client"):
         crossval.run(on(params, scheduler), features_dir, manifest, log=lambda _: None)
+
+
+def test_arguments_over_100_kb_reach_every_task(scheduler):
+    # client.map puts an argument over 100 kB (PhysioNet 2016's 1,099-row manifest) into a task keyed by the
+    # argument's name, which the scheduler failed to send (AssertionError); PASCAL's 585 rows stayed under it.
+    table = pd.DataFrame({"path": [f"data/raw/site/recording{i:05d}.wav" for i in range(20000)]})
+    assert sizeof(table) > 1e5  # client.map's threshold
+    with Client(scheduler, timeout=START_TIMEOUT_S) as client:
+        futures, item_of = cluster._map(client, lambda i, table: (i, len(table)), [0, 1, 2], table=table)
+        results = [future.result(timeout=RUN_TIMEOUT_S) for future in futures]
+    assert results == [(0, 20000), (1, 20000), (2, 20000)]
+    assert sorted(item_of.values()) == [0, 1, 2]
