@@ -5,6 +5,12 @@ one RR interval from the median: an early beat or an extrasystole shows there), 
 S2-to-S1 (diastolic) interval statistics. Energy: the log10 ratio of systolic to diastolic mean power in five
 bands; a murmur fills systole (or diastole) with sound that the other phase does not have.
 
+Per cycle: the same ratios taken one cycle (S1, systole, S2, diastole) at a time, and summarised by their median
+and interquartile range over the cycles, with systole against its S1 and diastole against its S2, S1 against S2,
+and the share of cycles whose systole is twice as loud as their diastole. A noise burst in one cycle moves the
+recording's mean power, not the median of its cycles; a murmur is in every beat, noise is not. Every one is a
+ratio of powers in one band of one recording, so a stethoscope's gain and frequency response cancel out.
+
 The vector has a fixed order (FEATURE_NAMES) and no NaN: a recording without rhythm gets FILL_VALUE everywhere and
 rhythm_found 0; a band the sample rate cannot hold, or a phase never decoded, gets FILL_VALUE for its ratio.
 """
@@ -18,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from heartsound import audio, features, filters
-from heartsound.segmentation import DIASTOLE, SYSTOLE, Segmentation, segment
+from heartsound.segmentation import DIASTOLE, S1, S2, SYSTOLE, Segmentation, segment
 
 ENERGY_BANDS_HZ = ((25, 45), (45, 80), (80, 200), (200, 400), (400, 800))
 # Rate the energy is measured at: 800 Hz is then 0.8 of Nyquist, and a 44.1 kHz recording costs no more than 4 kHz.
@@ -42,7 +48,22 @@ RHYTHM_NAMES = (
     "systolic_fraction",
 )
 ENERGY_NAMES = tuple(f"systolic_diastolic_log10_power_ratio_{low}_{high}hz" for low, high in ENERGY_BANDS_HZ)
-FEATURE_NAMES = RHYTHM_NAMES + ENERGY_NAMES
+# Per cycle, in each band; then in one band (S1 against S2) and in the two bands murmurs fill most.
+S1_S2_BAND_HZ = (80, 200)
+LOUD_SYSTOLE_BANDS_HZ = ((80, 200), (200, 400))
+LOUD_SYSTOLE_LOG10 = math.log10(2.0)  # a systole twice as loud (in power) as its diastole
+PER_CYCLE_RATIOS = (
+    "systolic_diastolic_log10_power_ratio_median",
+    "systolic_diastolic_log10_power_ratio_iqr",
+    "systolic_s1_log10_power_ratio_median",
+    "diastolic_s2_log10_power_ratio_median",
+)
+CYCLE_NAMES = (
+    *(f"{ratio}_{low}_{high}hz" for ratio in PER_CYCLE_RATIOS for low, high in ENERGY_BANDS_HZ),
+    "s1_s2_log10_power_ratio_median_{}_{}hz".format(*S1_S2_BAND_HZ),
+    *(f"loud_systole_share_{low}_{high}hz" for low, high in LOUD_SYSTOLE_BANDS_HZ),
+)
+FEATURE_NAMES = RHYTHM_NAMES + ENERGY_NAMES + CYCLE_NAMES
 
 
 def cycle_features(segmentation: Segmentation, samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
@@ -130,6 +151,7 @@ def _std(values) -> float:
 
 
 def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_hz: int) -> list[float]:
+    """ENERGY_NAMES then CYCLE_NAMES: the whole recording's systolic/diastolic power ratios, and the per-cycle ones."""
     x = np.asarray(samples, dtype=np.float64)
     rate = int(sample_rate_hz)
     if rate > ENERGY_RATE_HZ:
@@ -137,18 +159,80 @@ def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_
     systole = _phase_samples(segmentation.intervals, SYSTOLE, rate, len(x))
     diastole = _phase_samples(segmentation.intervals, DIASTOLE, rate, len(x))
     if not systole.any() or not diastole.any():
-        return [math.nan] * len(ENERGY_BANDS_HZ)
+        return [math.nan] * (len(ENERGY_NAMES) + len(CYCLE_NAMES))
     bands = [band for band in ENERGY_BANDS_HZ if band[1] < 0.45 * rate]
-    filtered = dict(zip(bands, filters.zero_phase_bands(x, rate, 4, bands)))
+    power = {band: filtered**2 for band, filtered in zip(bands, filters.zero_phase_bands(x, rate, 4, bands))}
+    bounds = _cycle_bounds(segmentation.intervals, rate, len(x))
     ratios = []
-    for band in ENERGY_BANDS_HZ:
-        if band not in filtered:
+    per_cycle = np.full((len(bounds), len(ENERGY_BANDS_HZ), 4), math.nan)  # [cycle, band, ratio]
+    for b, band in enumerate(ENERGY_BANDS_HZ):
+        if band not in power:
             ratios.append(math.nan)
             continue
-        power = filtered[band] ** 2
-        floor = 1e-9 * float(power.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
-        ratios.append(math.log10((power[systole].mean() + floor) / (power[diastole].mean() + floor)))
-    return ratios
+        p = power[band]
+        floor = 1e-9 * float(p.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
+        ratios.append(math.log10((p[systole].mean() + floor) / (p[diastole].mean() + floor)))
+        s1, systolic, s2, diastolic = _phase_means(p, bounds).T + floor
+        per_cycle[:, b] = np.log10(np.stack([systolic / diastolic, systolic / s1, diastolic / s2, s1 / s2], axis=1))
+    return ratios + _cycle_summary(per_cycle)
+
+
+def _cycle_bounds(intervals: np.ndarray, rate_hz: int, n_samples: int) -> np.ndarray:
+    """Sample bounds [n_cycles, 4 phases, (start, end)] of the complete cycles: each four consecutive intervals
+    S1, systole, S2, diastole; systole and diastole PHASE_MARGIN_S in from their ends, as _phase_samples."""
+    states = intervals[:, 2].astype(int)
+    firsts = [i for i in range(len(intervals) - 3) if tuple(states[i : i + 4]) == (S1, SYSTOLE, S2, DIASTOLE)]
+    if not firsts:
+        return np.zeros((0, 4, 2), dtype=np.int64)
+    cycles = np.stack([intervals[i : i + 4, :2] for i in firsts])  # [n, 4, (start_s, end_s)]
+    margin = np.array([0.0, PHASE_MARGIN_S, 0.0, PHASE_MARGIN_S])
+    start = np.minimum(np.ceil((cycles[:, :, 0] + margin) * rate_hz).astype(np.int64), n_samples)
+    end = np.minimum(((cycles[:, :, 1] - margin) * rate_hz).astype(np.int64), n_samples)
+    return np.stack([start, np.maximum(end, start)], axis=2)
+
+
+def _phase_means(power: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Mean power of each phase [n_cycles, 4]; NaN where a phase holds no sample. One reduceat over all bounds,
+    which are in time order (consecutive phases)."""
+    if not len(bounds):
+        return np.zeros((0, 4))
+    edges = bounds.reshape(-1)
+    sums = np.add.reduceat(np.append(power, 0.0), edges)[::2]  # the zero: an end may be the last sample
+    counts = (bounds[:, :, 1] - bounds[:, :, 0]).reshape(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, math.nan).reshape(-1, 4)
+
+
+def _cycle_summary(per_cycle: np.ndarray) -> list[float]:
+    """CYCLE_NAMES from the per-cycle log10 ratios [cycle, band, ratio] (NaN where not measured: no such band at
+    this rate, a phase too short, or no complete cycle)."""
+    names = {band: b for b, band in enumerate(ENERGY_BANDS_HZ)}
+    if not len(per_cycle):
+        return [math.nan] * len(CYCLE_NAMES)
+    median = _nan_quantile(per_cycle, 0.5)  # [band, ratio]
+    q75, q25 = (_nan_quantile(per_cycle[:, :, 0], q) for q in (0.75, 0.25))
+    loud = np.mean(per_cycle[:, :, 0] > LOUD_SYSTOLE_LOG10, axis=0)
+    loud = np.where(np.isnan(per_cycle[:, :, 0]).all(axis=0), math.nan, loud)  # a band the rate cannot hold
+    return [
+        *median[:, 0],
+        *(q75 - q25),
+        *median[:, 1],
+        *median[:, 2],
+        median[names[S1_S2_BAND_HZ], 3],
+        *(loud[names[band]] for band in LOUD_SYSTOLE_BANDS_HZ),
+    ]
+
+
+def _nan_quantile(values: np.ndarray, q: float) -> np.ndarray:
+    """np.nanquantile(values, q, axis=0) (linear interpolation), NaN where a column has no number: numpy's takes a
+    Python loop over the columns when there are NaNs, 40 % of a recording's cycle features."""
+    ordered = np.sort(values, axis=0)  # NaN last
+    count = np.sum(~np.isnan(values), axis=0)
+    position = q * np.maximum(count - 1, 0)
+    below = np.floor(position).astype(np.int64)
+    low = np.take_along_axis(ordered, below[None], axis=0)[0]
+    high = np.take_along_axis(ordered, np.minimum(below + 1, np.maximum(count - 1, 0))[None], axis=0)[0]
+    return np.where(count > 0, low + (high - low) * (position - below), math.nan)
 
 
 def _phase_samples(intervals: np.ndarray, state: int, rate_hz: int, n_samples: int) -> np.ndarray:

@@ -22,7 +22,7 @@ HEAD_FILE = "cycle_head.json"
 # The segment stage's output in its directory: recording_id, no_rhythm_reason, heartsound.cycles.FEATURE_NAMES.
 TABLE_FILE = "cycle_features.csv"
 HEAD_FORMAT = "heartsound-cycle-head/1"
-# L2 strength of the logistic regression (sklearn's C): a few hundred recordings and 17 correlated features.
+# L2 strength of the logistic regression (sklearn's C): a few hundred recordings and 40 correlated features.
 REGULARISATION_C = 0.1
 # Probability floor before the logarithm: a class the head never saw in training must not veto the CNN.
 PROBABILITY_FLOOR = 1e-6

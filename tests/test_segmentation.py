@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +345,44 @@ def test_a_systolic_murmur_shows_in_the_systolic_energy():
     assert low_rate["systolic_diastolic_log10_power_ratio_400_800hz"] == cycles.FILL_VALUE
 
 
+def test_a_murmur_shows_in_every_cycle_and_a_noise_burst_in_one_does_not():
+    s1, s2 = _regular_onsets()
+    plain = cycles.as_dict(cycles.recording_cycle_features(pcg_from_onsets(s1, s2, 15.0), 4000)[0])
+    murmur = cycles.as_dict(cycles.recording_cycle_features(pcg_from_onsets(s1, s2, 15.0, murmur=0.1), 4000)[0])
+    band = "80_200hz"
+    median, iqr = (
+        f"systolic_diastolic_log10_power_ratio_median_{band}",
+        f"systolic_diastolic_log10_power_ratio_iqr_{band}",
+    )
+    assert murmur[median] > 1.0 and abs(plain[median]) < 0.2
+    assert murmur[f"loud_systole_share_{band}"] > 0.9 and plain[f"loud_systole_share_{band}"] < 0.1
+    assert (
+        murmur[f"systolic_s1_log10_power_ratio_median_{band}"]
+        > plain[f"systolic_s1_log10_power_ratio_median_{band}"] + 0.5
+    )
+    assert (
+        abs(
+            murmur[f"diastolic_s2_log10_power_ratio_median_{band}"]
+            - plain[f"diastolic_s2_log10_power_ratio_median_{band}"]
+        )
+        < 0.2
+    )
+    assert plain[iqr] < 0.3
+    # One loud burst of 100-300 Hz noise in one systole of the plain recording: it moves the recording's mean power
+    # ratio, not the median over cycles, nor the share of loud systoles by more than that one cycle.
+    samples = pcg_from_onsets(s1, s2, 15.0)
+    one_systole = slice(int((s1[8] + 0.12) * 4000), int((s2[8] - 0.02) * 4000))
+    samples[one_systole] += pcg_from_onsets(s1, s2, 15.0, noise=0.0, murmur=3.0)[one_systole]
+    burst = cycles.as_dict(cycles.recording_cycle_features(samples, 4000)[0])
+    assert burst["rhythm_found"] == 1.0
+    assert (
+        burst[f"systolic_diastolic_log10_power_ratio_{band}"]
+        > plain[f"systolic_diastolic_log10_power_ratio_{band}"] + 0.5
+    )
+    assert abs(burst[median] - plain[median]) < 0.1
+    assert burst[f"loud_systole_share_{band}"] <= plain[f"loud_systole_share_{band}"] + 1 / burst["cycle_count"] + 1e-9
+
+
 def test_no_rhythm_gives_the_fill_value_and_the_flag():
     features, segmentation = cycles.recording_cycle_features(*_white_noise(3))
     assert not segmentation.rhythm_found
@@ -373,3 +412,16 @@ def test_segment_stage_keeps_every_recording_and_refuses_an_empty_manifest(tmp_p
     result = _run_segment_stage(tmp_path, "recording_id,path\n")
     assert result.returncode != 0 and "manifest.csv lists no recordings" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "cycles").exists()
+
+
+def test_the_cycle_quantiles_are_numpys_nanquantile():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        values = rng.normal(size=(int(rng.integers(1, 30)), 5, 4))
+        values[rng.random(values.shape) < 0.3] = np.nan
+        values[:, 0, 0] = np.nan  # a band the sample rate cannot hold
+        for q in (0.25, 0.5, 0.75):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # numpy's all-NaN column
+                expected = np.nanquantile(values, q, axis=0)
+            np.testing.assert_allclose(cycles._nan_quantile(values, q), expected, rtol=1e-12, atol=1e-12)
