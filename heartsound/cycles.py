@@ -160,31 +160,33 @@ def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_
     diastole = _phase_samples(segmentation.intervals, DIASTOLE, rate, len(x))
     if not systole.any() or not diastole.any():
         return [math.nan] * (len(ENERGY_NAMES) + len(CYCLE_NAMES))
-    bands = [band for band in ENERGY_BANDS_HZ if band[1] < 0.45 * rate]
-    power = {band: filtered**2 for band, filtered in zip(bands, filters.zero_phase_bands(x, rate, 4, bands))}
+    held = [b for b, band in enumerate(ENERGY_BANDS_HZ) if band[1] < 0.45 * rate]  # the bands this rate holds
+    power = np.stack(filters.zero_phase_bands(x, rate, 4, [ENERGY_BANDS_HZ[b] for b in held])) ** 2  # [band, sample]
+    floor = 1e-9 * power.mean(axis=1) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
+    ratios = np.full(len(ENERGY_BANDS_HZ), math.nan)
+    ratios[held] = np.log10((power[:, systole].mean(axis=1) + floor) / (power[:, diastole].mean(axis=1) + floor))
     bounds = _cycle_bounds(segmentation.intervals, rate, len(x))
-    ratios = []
+    s1, systolic, s2, diastolic = np.moveaxis(_phase_means(power, bounds) + floor[:, None, None], 2, 0)
     per_cycle = np.full((len(bounds), len(ENERGY_BANDS_HZ), 4), math.nan)  # [cycle, band, ratio]
-    for b, band in enumerate(ENERGY_BANDS_HZ):
-        if band not in power:
-            ratios.append(math.nan)
-            continue
-        p = power[band]
-        floor = 1e-9 * float(p.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
-        ratios.append(math.log10((p[systole].mean() + floor) / (p[diastole].mean() + floor)))
-        s1, systolic, s2, diastolic = _phase_means(p, bounds).T + floor
-        per_cycle[:, b] = np.log10(np.stack([systolic / diastolic, systolic / s1, diastolic / s2, s1 / s2], axis=1))
-    return ratios + _cycle_summary(per_cycle)
+    per_cycle[:, held] = np.log10(
+        np.stack([systolic / diastolic, systolic / s1, diastolic / s2, s1 / s2], axis=2)
+    ).transpose(1, 0, 2)
+    return [*ratios, *_cycle_summary(per_cycle)]
 
 
 def _cycle_bounds(intervals: np.ndarray, rate_hz: int, n_samples: int) -> np.ndarray:
     """Sample bounds [n_cycles, 4 phases, (start, end)] of the complete cycles: each four consecutive intervals
     S1, systole, S2, diastole; systole and diastole PHASE_MARGIN_S in from their ends, as _phase_samples."""
     states = intervals[:, 2].astype(int)
-    firsts = [i for i in range(len(intervals) - 3) if tuple(states[i : i + 4]) == (S1, SYSTOLE, S2, DIASTOLE)]
-    if not firsts:
-        return np.zeros((0, 4, 2), dtype=np.int64)
-    cycles = np.stack([intervals[i : i + 4, :2] for i in firsts])  # [n, 4, (start_s, end_s)]
+    n = len(states) - 3
+    firsts = (
+        np.flatnonzero(
+            (states[:n] == S1) & (states[1 : n + 1] == SYSTOLE) & (states[2 : n + 2] == S2) & (states[3:] == DIASTOLE)
+        )
+        if n > 0
+        else np.zeros(0, dtype=np.int64)
+    )
+    cycles = intervals[firsts[:, None] + np.arange(4), :2]  # [n_cycles, 4, (start_s, end_s)]
     margin = np.array([0.0, PHASE_MARGIN_S, 0.0, PHASE_MARGIN_S])
     start = np.minimum(np.ceil((cycles[:, :, 0] + margin) * rate_hz).astype(np.int64), n_samples)
     end = np.minimum(((cycles[:, :, 1] - margin) * rate_hz).astype(np.int64), n_samples)
@@ -192,15 +194,15 @@ def _cycle_bounds(intervals: np.ndarray, rate_hz: int, n_samples: int) -> np.nda
 
 
 def _phase_means(power: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Mean power of each phase [n_cycles, 4]; NaN where a phase holds no sample. One reduceat over all bounds,
-    which are in time order (consecutive phases)."""
+    """Mean power [band, cycle, phase] of each band's row of power [band, sample] over the phases' bounds; NaN
+    where a phase holds no sample. One reduceat over all bounds, which are in time order (consecutive phases)."""
     if not len(bounds):
-        return np.zeros((0, 4))
-    edges = bounds.reshape(-1)
-    sums = np.add.reduceat(np.append(power, 0.0), edges)[::2]  # the zero: an end may be the last sample
+        return np.zeros((len(power), 0, 4))
+    padded = np.pad(power, ((0, 0), (0, 1)))  # an end may be the last sample
+    sums = np.add.reduceat(padded, bounds.reshape(-1), axis=1)[:, ::2]
     counts = (bounds[:, :, 1] - bounds[:, :, 0]).reshape(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, math.nan).reshape(-1, 4)
+        return np.where(counts > 0, sums / counts, math.nan).reshape(len(power), -1, 4)
 
 
 def _cycle_summary(per_cycle: np.ndarray) -> list[float]:
@@ -209,13 +211,12 @@ def _cycle_summary(per_cycle: np.ndarray) -> list[float]:
     names = {band: b for b, band in enumerate(ENERGY_BANDS_HZ)}
     if not len(per_cycle):
         return [math.nan] * len(CYCLE_NAMES)
-    median = _nan_quantile(per_cycle, 0.5)  # [band, ratio]
-    q75, q25 = (_nan_quantile(per_cycle[:, :, 0], q) for q in (0.75, 0.25))
+    median, q75, q25 = _nan_quantiles(per_cycle, (0.5, 0.75, 0.25))  # each [band, ratio]
     loud = np.mean(per_cycle[:, :, 0] > LOUD_SYSTOLE_LOG10, axis=0)
     loud = np.where(np.isnan(per_cycle[:, :, 0]).all(axis=0), math.nan, loud)  # a band the rate cannot hold
     return [
         *median[:, 0],
-        *(q75 - q25),
+        *(q75[:, 0] - q25[:, 0]),
         *median[:, 1],
         *median[:, 2],
         median[names[S1_S2_BAND_HZ], 3],
@@ -223,16 +224,20 @@ def _cycle_summary(per_cycle: np.ndarray) -> list[float]:
     ]
 
 
-def _nan_quantile(values: np.ndarray, q: float) -> np.ndarray:
-    """np.nanquantile(values, q, axis=0) (linear interpolation), NaN where a column has no number: numpy's takes a
-    Python loop over the columns when there are NaNs, 40 % of a recording's cycle features."""
+def _nan_quantiles(values: np.ndarray, qs) -> list[np.ndarray]:
+    """np.nanquantile(values, q, axis=0) (linear interpolation) for each q, NaN where a column has no number:
+    numpy's takes a Python loop over the columns when there are NaNs (it was 40 % of a recording's cycle features)."""
     ordered = np.sort(values, axis=0)  # NaN last
-    count = np.sum(~np.isnan(values), axis=0)
-    position = q * np.maximum(count - 1, 0)
-    below = np.floor(position).astype(np.int64)
-    low = np.take_along_axis(ordered, below[None], axis=0)[0]
-    high = np.take_along_axis(ordered, np.minimum(below + 1, np.maximum(count - 1, 0))[None], axis=0)[0]
-    return np.where(count > 0, low + (high - low) * (position - below), math.nan)
+    last = np.maximum(np.sum(~np.isnan(values), axis=0) - 1, 0)
+    empty = np.isnan(ordered[0])
+    out = []
+    for q in qs:
+        position = q * last
+        below = np.floor(position).astype(np.int64)
+        low = np.take_along_axis(ordered, below[None], axis=0)[0]
+        high = np.take_along_axis(ordered, np.minimum(below + 1, last)[None], axis=0)[0]
+        out.append(np.where(empty, math.nan, low + (high - low) * (position - below)))
+    return out
 
 
 def _phase_samples(intervals: np.ndarray, state: int, rate_hz: int, n_samples: int) -> np.ndarray:

@@ -424,4 +424,4 @@ def test_the_cycle_quantiles_are_numpys_nanquantile():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # numpy's all-NaN column
                 expected = np.nanquantile(values, q, axis=0)
-            np.testing.assert_allclose(cycles._nan_quantile(values, q), expected, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(cycles._nan_quantiles(values, [q])[0], expected, rtol=1e-12, atol=1e-12)
