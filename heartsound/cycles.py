@@ -160,18 +160,22 @@ def _energy_ratios(segmentation: Segmentation, samples: np.ndarray, sample_rate_
     diastole = _phase_samples(segmentation.intervals, DIASTOLE, rate, len(x))
     if not systole.any() or not diastole.any():
         return [math.nan] * (len(ENERGY_NAMES) + len(CYCLE_NAMES))
-    held = [b for b, band in enumerate(ENERGY_BANDS_HZ) if band[1] < 0.45 * rate]  # the bands this rate holds
-    power = np.stack(filters.zero_phase_bands(x, rate, 4, [ENERGY_BANDS_HZ[b] for b in held])) ** 2  # [band, sample]
-    floor = 1e-9 * power.mean(axis=1) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
-    ratios = np.full(len(ENERGY_BANDS_HZ), math.nan)
-    ratios[held] = np.log10((power[:, systole].mean(axis=1) + floor) / (power[:, diastole].mean(axis=1) + floor))
+    bands = [band for band in ENERGY_BANDS_HZ if band[1] < 0.45 * rate]
+    filtered = dict(zip(bands, filters.zero_phase_bands(x, rate, 4, bands)))
     bounds = _cycle_bounds(segmentation.intervals, rate, len(x))
-    s1, systolic, s2, diastolic = np.moveaxis(_phase_means(power, bounds) + floor[:, None, None], 2, 0)
+    ratios = []
     per_cycle = np.full((len(bounds), len(ENERGY_BANDS_HZ), 4), math.nan)  # [cycle, band, ratio]
-    per_cycle[:, held] = np.log10(
-        np.stack([systolic / diastolic, systolic / s1, diastolic / s2, s1 / s2], axis=2)
-    ).transpose(1, 0, 2)
-    return [*ratios, *_cycle_summary(per_cycle)]
+    padded = np.zeros(len(x) + 1)  # the power and a zero after it: a phase may end at the last sample
+    for b, band in enumerate(ENERGY_BANDS_HZ):
+        if band not in filtered:
+            ratios.append(math.nan)
+            continue
+        power = np.square(filtered[band], out=padded[:-1])
+        floor = 1e-9 * float(power.mean()) + 1e-30  # silence in both phases gives a ratio of 1, not 0 / 0
+        ratios.append(math.log10((power[systole].mean() + floor) / (power[diastole].mean() + floor)))
+        s1, systolic, s2, diastolic = (_phase_means(padded, bounds) + floor).T
+        per_cycle[:, b] = np.log10(np.stack([systolic / diastolic, systolic / s1, diastolic / s2, s1 / s2], axis=1))
+    return ratios + _cycle_summary(per_cycle)
 
 
 def _cycle_bounds(intervals: np.ndarray, rate_hz: int, n_samples: int) -> np.ndarray:
@@ -193,16 +197,15 @@ def _cycle_bounds(intervals: np.ndarray, rate_hz: int, n_samples: int) -> np.nda
     return np.stack([start, np.maximum(end, start)], axis=2)
 
 
-def _phase_means(power: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Mean power [band, cycle, phase] of each band's row of power [band, sample] over the phases' bounds; NaN
-    where a phase holds no sample. One reduceat over all bounds, which are in time order (consecutive phases)."""
+def _phase_means(padded_power: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Mean power of each phase [n_cycles, 4] from the power with a zero appended; NaN where a phase holds no
+    sample. One reduceat over all bounds, which are in time order (consecutive phases)."""
     if not len(bounds):
-        return np.zeros((len(power), 0, 4))
-    padded = np.pad(power, ((0, 0), (0, 1)))  # an end may be the last sample
-    sums = np.add.reduceat(padded, bounds.reshape(-1), axis=1)[:, ::2]
+        return np.zeros((0, 4))
+    sums = np.add.reduceat(padded_power, bounds.reshape(-1))[::2]
     counts = (bounds[:, :, 1] - bounds[:, :, 0]).reshape(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, math.nan).reshape(len(power), -1, 4)
+        return np.where(counts > 0, sums / counts, math.nan).reshape(-1, 4)
 
 
 def _cycle_summary(per_cycle: np.ndarray) -> list[float]:
