@@ -228,8 +228,8 @@ def _cycle_summary(per_cycle: np.ndarray) -> list[float]:
 
 
 def _nan_quantiles(values: np.ndarray, qs) -> list[np.ndarray]:
-    """np.nanquantile(values, q, axis=0) (linear interpolation) for each q, NaN where a column has no number:
-    numpy's takes a Python loop over the columns when there are NaNs (it was 40 % of a recording's cycle features)."""
+    """np.nanquantile(values, q, axis=0) (linear interpolation) for each q, NaN where a column has no number, from
+    one sort: numpy's loops over the columns in Python when there are NaNs, slower than the rest of this module."""
     ordered = np.sort(values, axis=0)  # NaN last
     last = np.maximum(np.sum(~np.isnan(values), axis=0) - 1, 0)
     empty = np.isnan(ordered[0])
