@@ -183,18 +183,14 @@ def _cycle_bounds(intervals: np.ndarray, rate_hz: int, n_samples: int) -> np.nda
     S1, systole, S2, diastole; systole and diastole PHASE_MARGIN_S in from their ends, as _phase_samples."""
     states = intervals[:, 2].astype(int)
     n = len(states) - 3
-    firsts = (
-        np.flatnonzero(
-            (states[:n] == S1) & (states[1 : n + 1] == SYSTOLE) & (states[2 : n + 2] == S2) & (states[3:] == DIASTOLE)
-        )
-        if n > 0
-        else np.zeros(0, dtype=np.int64)
+    if n <= 0:
+        return np.zeros((0, 4, 2), dtype=np.int64)
+    firsts = np.flatnonzero(
+        (states[:n] == S1) & (states[1 : n + 1] == SYSTOLE) & (states[2 : n + 2] == S2) & (states[3:] == DIASTOLE)
     )
     cycles = intervals[firsts[:, None] + np.arange(4), :2]  # [n_cycles, 4, (start_s, end_s)]
     margin = np.array([0.0, PHASE_MARGIN_S, 0.0, PHASE_MARGIN_S])
-    start = np.minimum(np.ceil((cycles[:, :, 0] + margin) * rate_hz).astype(np.int64), n_samples)
-    end = np.minimum(((cycles[:, :, 1] - margin) * rate_hz).astype(np.int64), n_samples)
-    return np.stack([start, np.maximum(end, start)], axis=2)
+    return np.stack(_sample_bounds(cycles[:, :, 0], cycles[:, :, 1], margin, rate_hz, n_samples), axis=2)
 
 
 def _phase_means(padded_power: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -245,12 +241,16 @@ def _nan_quantiles(values: np.ndarray, qs) -> list[np.ndarray]:
 
 def _phase_samples(intervals: np.ndarray, state: int, rate_hz: int, n_samples: int) -> np.ndarray:
     """Boolean mask of the samples inside the intervals of one state, PHASE_MARGIN_S in from their ends."""
+    phase = intervals[intervals[:, 2] == state]
     mask = np.zeros(n_samples, dtype=bool)
-    for start_s, end_s, interval_state in intervals:
-        if interval_state != state:
-            continue
-        start = int(math.ceil((start_s + PHASE_MARGIN_S) * rate_hz))
-        end = min(int((end_s - PHASE_MARGIN_S) * rate_hz), n_samples)
-        if end > start:
-            mask[start:end] = True
+    for start, end in zip(*_sample_bounds(phase[:, 0], phase[:, 1], PHASE_MARGIN_S, rate_hz, n_samples)):
+        mask[start:end] = True
     return mask
+
+
+def _sample_bounds(start_s, end_s, margin_s, rate_hz: int, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample bounds (start, end) of intervals given in seconds, margin_s in from each end, within the recording;
+    an interval shorter than its margins gets end == start (no sample)."""
+    start = np.minimum(np.ceil((start_s + margin_s) * rate_hz).astype(np.int64), n_samples)
+    end = np.minimum(((end_s - margin_s) * rate_hz).astype(np.int64), n_samples)
+    return start, np.maximum(end, start)
