@@ -58,11 +58,13 @@ def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
             process.wait(timeout=10)
 
 
-def start_on_free_port(command, log: Path, attempts: int = 3) -> tuple[subprocess.Popen, int]:
-    """Start `command(port)` on a free port, its output to log; return (process, port) once it listens.
+def start_on_free_port(command, log: Path, attempts: int = 3, ready=None) -> tuple[subprocess.Popen, int]:
+    """Start `command(port)` on a free port, its output to log; return (process, port) once it listens and,
+    if given, `ready(process, port)` returns.
 
-    A port is free when chosen but may be taken before the server binds it: try a few. The log is a
-    file because a full stderr pipe would block the server.
+    A port is free when chosen but may be taken before the server binds it: try a few. Another program on the
+    port can answer for a server that then dies on it, so a `ready` that raises RuntimeError when the server
+    has exited retries as well. The log is a file because a full stderr pipe would block the server.
     """
     for attempt in range(attempts):
         port = free_port()
@@ -72,6 +74,8 @@ def start_on_free_port(command, log: Path, attempts: int = 3) -> tuple[subproces
             )
         try:
             wait_for_port(port, process, log)
+            if ready is not None:
+                ready(process, port)
             return process, port
         except RuntimeError:
             stop(process)
@@ -295,11 +299,15 @@ def run_seaweedfs(workdir: Path, bucket: str = "heartsound", timeout_s: float = 
             f"-s3.config={s3_config}",
         ]
 
-    process, port = start_on_free_port(command, log)
+    def server_on(port: int) -> S3Server:
+        return S3Server(endpoint=f"http://{HOST}:{port}", access_key=access_key, secret_key=secret_key, bucket=bucket)
+
+    def writable(process: subprocess.Popen, port: int) -> None:
+        _wait_until_writable(server_on(port), admin, process, log, timeout_s)
+
+    process, port = start_on_free_port(command, log, ready=writable)
     try:
-        server = S3Server(endpoint=f"http://{HOST}:{port}", access_key=access_key, secret_key=secret_key, bucket=bucket)
-        _wait_until_writable(server, admin, process, log, timeout_s)
-        yield server
+        yield server_on(port)
     finally:
         # Throw-away data: no need for weed's graceful shutdown, which takes ~15 s.
         stop(process, timeout_s=2)
