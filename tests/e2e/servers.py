@@ -77,9 +77,9 @@ def start_on_free_port(command, log: Path, attempts: int = 3, ready=None) -> tup
             if ready is not None:
                 ready(process, port)
             return process, port
-        except RuntimeError:
-            stop(process)
-            if attempt == attempts - 1:
+        except BaseException as error:
+            stop(process)  # whatever failed: a server that is not handed back must not outlive the call
+            if not isinstance(error, RuntimeError) or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
 
