@@ -115,6 +115,9 @@ class CrossvalParams:
     # Dask workers on this machine, one per train.threads cores; "tcp://host:8786" = a Dask cluster's scheduler
     # (docs/scaling.md). The results are the same wherever they run.
     scheduler: str | None = None
+    # Cycle-head weights the out-of-fold predictions are also scored at, from the same trainings (the head is
+    # refitted per fold; only the fusion changes): cv.json's cycle_weights, to choose train.cycle_weight by.
+    cycle_weights: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,10 @@ def _type_name(option: Any) -> str:
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check one value against its annotation (int, float, str, bool, X | None)."""
+    if get_origin(annotation) is tuple:  # tuple[X, ...]: a YAML list of X
+        if not isinstance(value, list):
+            raise ParamsError(f"params: '{key}' must be a list, got {value!r} ({type(value).__name__})")
+        return tuple(_coerce(f"{key}[{i}]", item, get_args(annotation)[0]) for i, item in enumerate(value))
     options = get_args(annotation) if get_origin(annotation) is not None else (annotation,)
     if value is None:
         if type(None) in options:
@@ -361,6 +368,14 @@ def _check(params: Params) -> list[str]:
     c.require(1 <= cv.seeds <= 10, "crossval.seeds", "must be between 1 and 10", cv.seeds)
     c.require(0 < cv.val_fraction < 1, "crossval.val_fraction", "must be between 0 and 1 (exclusive)", cv.val_fraction)
     _require_scheduler(c, "crossval.scheduler", cv.scheduler)
+    for i, weight in enumerate(cv.cycle_weights):
+        c.require(0 <= weight <= 1, f"crossval.cycle_weights[{i}]", "must be between 0 (CNN) and 1 (head)", weight)
+    c.require(
+        len(set(cv.cycle_weights)) == len(cv.cycle_weights),
+        "crossval.cycle_weights",
+        "must not list a weight twice",
+        list(cv.cycle_weights),
+    )
     return c.errors
 
 

@@ -258,6 +258,8 @@ def run(
     train.cycle_weight > 0, each fold's cycle head is fitted on its training recordings (cycles_dir's table).
     The trainings run here one after another, or on the Dask cluster crossval.scheduler names.
 
+    With crossval.cycle_weights, the same trainings' predictions are also scored fused at each of those weights.
+
     Returns (cv metrics as written to cv.json, out-of-fold recording predictions of every seed).
     """
     classes = features.load_meta(features_dir)["classes"]
@@ -268,9 +270,10 @@ def run(
     else:
         recordings = load_tables(features_dir, manifest)[1]
     todo = trainings(recordings, params)
-    seeds = list(dict.fromkeys(t.seed for t in todo))
     by_id = recordings.set_index("recording_id")
-    table = fusion.load_table(cycles_dir) if params.train.cycle_weight > 0 else None
+    sweep = params.crossval.cycle_weights
+    # Heads are fitted once per fold, whatever their weight: only the fusion depends on it.
+    table = fusion.load_table(cycles_dir) if params.train.cycle_weight > 0 or any(sweep) else None
     heads = {}
     if table is not None:
         for t in todo:
@@ -287,16 +290,39 @@ def run(
         cluster = importlib.import_module("heartsound.cluster")
         results = cluster.crossval_trainings(todo, params, features_dir, manifest, pretrained_dir)
     started = time.monotonic()
-    scored = {}
+    finished, scored = {}, {}
     for done in results:  # in the order they finish
         t = done.training
-        scored[t.fold, t.seed] = _scored(done, heads.get(t.fold), table, by_id, classes, params.data.dataset)
+        finished[t.fold, t.seed] = done
+        scored[t.fold, t.seed] = _scored(
+            done, _weighed(heads, t.fold, params.train.cycle_weight), table, by_id, classes, params.data.dataset
+        )
         score = scored[t.fold, t.seed][0]
         log(
             f"fold {t.fold}, seed {t.seed}: {len(t.train)}/{len(t.val)}/{len(t.test)} recordings, "
             f"{done.epochs} epochs, macro-F1 {score['macro_f1']:.3f}, "
             f"balanced acc {score['balanced_accuracy']:.3f}, {time.monotonic() - started:.0f} s"
         )
+    metrics, predictions = _metrics(scored, todo, classes, params)
+    if sweep:
+        metrics["cycle_weights"] = {}
+        for weight in sweep:
+            rescored = {
+                key: _scored(done, _weighed(heads, key[0], weight), table, by_id, classes, params.data.dataset)
+                for key, done in finished.items()
+            }
+            metrics["cycle_weights"][f"{weight:g}"] = weight_summary(_metrics(rescored, todo, classes, params)[0])
+    return metrics, predictions
+
+
+def _weighed(heads: dict, fold, weight: float):
+    """The fold's cycle head at this weight, or None (the CNN alone) at 0."""
+    return dataclasses.replace(heads[fold], weight=weight) if weight > 0 else None
+
+
+def _metrics(scored: dict, todo: list[Training], classes, params: Params) -> tuple[dict, pd.DataFrame]:
+    """cv.json's figures and the out-of-fold predictions table from _scored's results per (fold, seed)."""
+    seeds = list(dict.fromkeys(t.seed for t in todo))
     # Assembled in (fold, seed) order, however the trainings finished.
     scores = [[scored[t.fold, t.seed][0] for t in todo if t.seed == seed] for seed in seeds]
     long_scores = [[scored[t.fold, t.seed][1] for t in todo if t.seed == seed] for seed in seeds]
@@ -313,3 +339,21 @@ def run(
     metrics["folds"] = len(scores[0])
     metrics["seeds"] = seeds
     return metrics, predictions
+
+
+def weight_summary(metrics: dict) -> dict:
+    """One entry of cv.json's cycle_weights: the headline means (and seed noise) and each source's figure, from
+    the metrics of the predictions fused at that weight."""
+
+    def brief(figure: dict) -> dict:
+        return {k: figure[k] for k in ("mean", "seed_std") if k in figure}
+
+    out = {key: brief(metrics[key]) for key in SUMMARY_KEYS}
+    if "screening" in metrics:
+        out["macc"] = brief(metrics["screening"]["macc"])
+    out["per_source"] = {}
+    for source, figures in metrics["per_source"].items():
+        out["per_source"][source] = {"balanced_accuracy": brief(figures["balanced_accuracy"])}
+        if "macc" in figures.get("screening", {}):
+            out["per_source"][source]["macc"] = brief(figures["screening"]["macc"])
+    return out

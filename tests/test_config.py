@@ -118,6 +118,14 @@ def test_an_int_is_a_valid_float():
         ("evaluate", {"aggregation": "median"}, "'evaluate.aggregation' must be one of mean, max, got 'median'"),
         ("crossval", {"folds": 1}, "'crossval.folds' must be >= 2, got 1"),
         ("crossval", {"val_fraction": 1.0}, "'crossval.val_fraction' must be between 0 and 1 (exclusive), got 1.0"),
+        ("crossval", {"cycle_weights": 0.5}, "'crossval.cycle_weights' must be a list, got 0.5 (float)"),
+        ("crossval", {"cycle_weights": [0.5, "x"]}, "'crossval.cycle_weights[1]' must be float, got 'x' (str)"),
+        ("crossval", {"cycle_weights": [0.0, 1.5]}, "'crossval.cycle_weights[1]' must be between 0 (CNN) and 1 (head)"),
+        (
+            "crossval",
+            {"cycle_weights": [0.5, 0.5]},
+            "'crossval.cycle_weights' must not list a weight twice, got [0.5, 0.5]",
+        ),
         ("train", {"lr_schedule": "step"}, "'train.lr_schedule' must be one of constant, cosine, got 'step'"),
         ("train", {"ensemble": 0}, "'train.ensemble' must be between 1 and 20"),
         ("train", {"augment": "yes"}, "'train.augment' must be bool, got 'yes' (str)"),
@@ -137,6 +145,11 @@ def test_an_int_is_a_valid_float():
 )
 def test_impossible_values_name_the_key_and_the_allowed_values(section, values, expected):
     assert expected in _error({section: values})
+
+
+def test_a_list_param_is_read_as_a_tuple_of_its_items_type():
+    assert config.parse({"crossval": {"cycle_weights": [0, 0.5, 1]}}).crossval.cycle_weights == (0.0, 0.5, 1.0)
+    assert config.parse({}).crossval.cycle_weights == ()
 
 
 def test_pretraining_on_the_data_under_test_is_refused():

@@ -197,9 +197,9 @@ def test_run_scores_every_recording_once_on_tiny_features(tmp_path):
     json.dumps(metrics)
 
 
-def test_cycle_head_is_fitted_per_fold_and_fused(tmp_path):
-    """A cycle feature that names the class and CNN windows that do not: with a heavy head every fold is right."""
-    manifest = tiny_features(tmp_path)
+def cycle_table_naming_the_class(tmp_path, manifest) -> tuple[Path, pd.DataFrame]:
+    """A segment stage output whose cycle feature names each recording's class, and CNN training windows that
+    hear nothing: the head alone can be right."""
     window_tables = pd.concat(pd.read_csv(tmp_path / f"{s}_windows.csv") for s in ("train", "val", "test"))
     labels = window_tables.groupby("recording_id")["label"].first().loc[manifest["recording_id"]]
     rng = np.random.default_rng(1)
@@ -215,18 +215,53 @@ def test_cycle_head_is_fitted_per_fold_and_fused(tmp_path):
     cycles_dir.mkdir()
     table.to_csv(cycles_dir / fusion.TABLE_FILE, index=False)
     x = np.load(tmp_path / "train.npy")
-    np.save(tmp_path / "train.npy", np.zeros_like(x))  # the CNN hears nothing in the training windows
-    raw = {
-        "train": {"model": "cnn1d", "epochs": 1, "batch_size": 8, "patience": 0, "cycle_weight": 0.9},
-        "crossval": {"folds": 2, "seed": 0, "seeds": 1},
-        "data": {"dataset": "folder"},
-    }
-    metrics, predictions = crossval.run(config.parse(raw), tmp_path, manifest, cycles_dir, log=lambda _: None)
+    np.save(tmp_path / "train.npy", np.zeros_like(x))
+    return cycles_dir, table
+
+
+def head_params(cycle_weight: float, cycle_weights=()):
+    return config.parse(
+        {
+            "train": {"model": "cnn1d", "epochs": 1, "batch_size": 8, "patience": 0, "cycle_weight": cycle_weight},
+            "crossval": {"folds": 2, "seed": 0, "seeds": 1, "cycle_weights": list(cycle_weights)},
+            "data": {"dataset": "folder"},
+        }
+    )
+
+
+def test_cycle_head_is_fitted_per_fold_and_fused(tmp_path):
+    """With a heavy head every fold is right, where the CNN alone hears nothing."""
+    manifest = tiny_features(tmp_path)
+    cycles_dir, table = cycle_table_naming_the_class(tmp_path, manifest)
+    metrics, predictions = crossval.run(head_params(0.9), tmp_path, manifest, cycles_dir, log=lambda _: None)
     assert metrics["balanced_accuracy"]["mean"] == 1.0
+    assert "cycle_weights" not in metrics
     assert np.allclose(predictions[["p_murmur", "p_normal"]].sum(axis=1), 1, atol=1e-5)
     table.iloc[:-1].to_csv(cycles_dir / fusion.TABLE_FILE, index=False)
     with pytest.raises(ValueError, match="r19 has no cycle features"):
-        crossval.run(config.parse(raw), tmp_path, manifest, cycles_dir, log=lambda _: None)
+        crossval.run(head_params(0.9), tmp_path, manifest, cycles_dir, log=lambda _: None)
+
+
+def test_cycle_weights_score_the_same_trainings_as_runs_at_each_weight(tmp_path):
+    """crossval.cycle_weights rescored from one run's trainings give what a run at that weight gives."""
+    manifest = tiny_features(tmp_path)
+    cycles_dir, _ = cycle_table_naming_the_class(tmp_path, manifest)
+
+    def run(cycle_weight, cycle_weights=()):
+        return crossval.run(
+            head_params(cycle_weight, cycle_weights), tmp_path, manifest, cycles_dir, log=lambda _: None
+        )[0]
+
+    # The CNN alone (weight 0) fits no head of its own; the sweep fits one per fold for its other weights.
+    alone = run(0.0, [0.0, 0.5, 0.9])
+    swept = alone.pop("cycle_weights")
+    assert list(swept) == ["0", "0.5", "0.9"]
+    for key, metrics in (("0", alone), ("0.9", run(0.9))):
+        for figure in ("macro_f1", "balanced_accuracy", "accuracy"):
+            assert swept[key][figure]["mean"] == metrics[figure]["mean"]
+        for source, figures in metrics["per_source"].items():
+            assert swept[key]["per_source"][source]["balanced_accuracy"]["mean"] == figures["balanced_accuracy"]["mean"]
+    assert swept["0.9"]["balanced_accuracy"]["mean"] == 1.0 > swept["0"]["balanced_accuracy"]["mean"]
 
 
 def test_leave_one_source_out_holds_out_each_source_and_leaves_incomplete_ones_out_of_the_mean(tmp_path):
