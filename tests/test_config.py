@@ -152,6 +152,21 @@ def test_a_list_param_is_read_as_a_tuple_of_its_items_type():
     assert config.parse({}).crossval.cycle_weights == ()
 
 
+def test_params_yaml_survives_dvc_exp_run_set_rewriting_it_again_and_again(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml in place, comments kept; a list rewritten twice must leave the
+    file readable and every other value as it was."""
+    from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` calls
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    before = config.load(path)
+    for value, expected in (("[0.4,0.5,0.6]", (0.4, 0.5, 0.6)), ("[]", ()), ("[0.5]", (0.5,))):
+        apply_overrides(str(path), [f"crossval.cycle_weights={value}"])
+        after = config.load(path)
+        assert after.crossval.cycle_weights == expected
+        assert dataclasses.replace(after, crossval=before.crossval) == before
+
+
 def test_pretraining_on_the_data_under_test_is_refused():
     same = {"dataset": "physionet2016", "root": "data/raw/physionet2016"}
     message = _error({"data": same, "pretrain": {"root": "./data/raw/physionet2016/"}, "train": {"init": "pretrained"}})
