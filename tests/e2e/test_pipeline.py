@@ -4,8 +4,11 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
+
+CROSSVAL_OUTPUTS = ("metrics/cv.json", "metrics/cv_predictions.csv")
 
 
 def test_repro_builds_valid_outputs(built_project):
@@ -39,6 +42,30 @@ def test_second_repro_runs_nothing(built_project):
     out = built_project.dvc("repro").stdout
     assert built_project.stages_run(out) == []
     assert "up to date" in out
+
+
+def test_cycle_weights_rescore_crossval_and_only_crossval_reruns_for_a_new_list(built_project):
+    """cv.json's cycle_weights follow crossval.cycle_weights: the entry at train.cycle_weight repeats the headline
+    figures, and a new list reruns crossval alone, whose same trainings give the same numbers."""
+    p = built_project.path
+    params = yaml.safe_load(built_project.params_path.read_text())
+    cv = json.loads((p / "metrics/cv.json").read_text())
+    assert list(cv["cycle_weights"]) == [f"{w:g}" for w in params["crossval"]["cycle_weights"]]
+    current = cv["cycle_weights"][f"{params['train']['cycle_weight']:g}"]
+    for figure in ("macro_f1", "balanced_accuracy", "accuracy"):
+        assert current[figure]["mean"] == cv[figure]["mean"]
+    kept = {name: (p / name).read_bytes() for name in ("params.yaml", "dvc.lock", *CROSSVAL_OUTPUTS)}
+    try:
+        built_project.set_params({"crossval": {"cycle_weights": [0.0, 0.9]}})
+        assert built_project.stages_run(built_project.dvc("repro").stdout) == ["crossval"]
+        rescored = json.loads((p / "metrics/cv.json").read_text())
+        assert list(rescored["cycle_weights"]) == ["0", "0.9"]
+        assert rescored["cycle_weights"]["0"] == cv["cycle_weights"]["0"]
+        assert rescored["macro_f1"] == cv["macro_f1"]
+    finally:
+        for name, content in kept.items():
+            (p / name).write_bytes(content)
+    assert built_project.stages_run(built_project.dvc("repro").stdout) == []
 
 
 def test_train_param_change_reruns_only_the_stages_that_read_it(built_project):
