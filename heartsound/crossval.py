@@ -116,11 +116,16 @@ def over_seeds(values) -> dict:
     return out
 
 
-def source_scores(predictions: pd.DataFrame, dataset: str) -> dict[str, list[dict]]:
-    """{source: [evaluation.subset_scores of its out-of-fold predictions, one per seed]}, sources sorted."""
+def source_scores(predictions: pd.DataFrame, classes, dataset: str) -> dict[str, list[dict]]:
+    """{source: [evaluation.subset_scores of its out-of-fold predictions, one per seed]}, sources sorted; the
+    screening ROC AUC from the predictions' p_<class> columns."""
+    scores = evaluation.abnormal_score(predictions[[f"p_{c}" for c in classes]], classes, dataset)
+    predictions = predictions.assign(abnormal_score=scores)
     return {
         source: [
-            evaluation.subset_scores(rows["label"], rows["predicted"], dataset)
+            evaluation.subset_scores(
+                rows["label"], rows["predicted"], dataset, None if scores is None else rows["abnormal_score"]
+            )
             for _, rows in by_source.groupby("seed", sort=True)
         ]
         for source, by_source in predictions.groupby("source", sort=True)
@@ -161,9 +166,10 @@ def leave_one_source_out_summary(scores: dict[str, list[dict]], classes) -> dict
         out["note"] = "no held-out source has every class: the means are over all sources, each on its own classes"
     screened = [s for s, runs in scores.items() if "macc" in runs[0].get("screening", {})]
     if screened:
+        ranked = all("roc_auc" in scores[s][0]["screening"] for s in screened)
         out["screening"] = {
             key: summarise([[scores[s][i]["screening"][key] for s in screened] for i in range(n_seeds)])
-            for key in SCREENING_KEYS
+            for key in SCREENING_KEYS + (("roc_auc",) if ranked else ())
         }
         out["screening"]["mean_over"] = screened
     out["n_recordings"] = int(sum(runs[0]["n_recordings"] for runs in scores.values()))
@@ -307,6 +313,9 @@ def run(
     if sweep:
         metrics["cycle_weights"] = {}
         for weight in sweep:
+            if weight == params.train.cycle_weight:  # the headline's own fusion
+                metrics["cycle_weights"][f"{weight:g}"] = weight_summary(metrics)
+                continue
             rescored = {
                 key: _scored(done, _weighed(heads, key[0], weight), table, by_id, classes, params.data.dataset)
                 for key, done in finished.items()
@@ -328,7 +337,7 @@ def _metrics(scored: dict, todo: list[Training], classes, params: Params) -> tup
     long_scores = [[scored[t.fold, t.seed][1] for t in todo if t.seed == seed] for seed in seeds]
     long_scores = [[s for s in per_seed if s is not None] for per_seed in long_scores]
     predictions = pd.concat([scored[t.fold, t.seed][2] for t in todo], ignore_index=True)
-    by_source = source_scores(predictions, params.data.dataset)
+    by_source = source_scores(predictions, classes, params.data.dataset)
     if params.crossval.by == "source":
         metrics = {"by": "source", **leave_one_source_out_summary(by_source, classes)}
     else:
@@ -349,11 +358,10 @@ def weight_summary(metrics: dict) -> dict:
         return {k: figure[k] for k in ("mean", "seed_std") if k in figure}
 
     out = {key: brief(metrics[key]) for key in SUMMARY_KEYS}
-    if "screening" in metrics:
-        out["macc"] = brief(metrics["screening"]["macc"])
+    out |= {key: brief(metrics["screening"][key]) for key in ("macc", "roc_auc") if key in metrics.get("screening", {})}
     out["per_source"] = {}
     for source, figures in metrics["per_source"].items():
         out["per_source"][source] = {"balanced_accuracy": brief(figures["balanced_accuracy"])}
-        if "macc" in figures.get("screening", {}):
-            out["per_source"][source]["macc"] = brief(figures["screening"]["macc"])
+        screening = figures.get("screening", {})
+        out["per_source"][source] |= {key: brief(screening[key]) for key in ("macc", "roc_auc") if key in screening}
     return out

@@ -143,11 +143,32 @@ def score(y_true, y_pred, classes, dataset: str, groups=None) -> dict:
     return {**classification_metrics(y_true, y_pred, classes), **dataset_metrics(dataset, y_true, y_pred, groups)}
 
 
-def subset_scores(y_true, y_pred, dataset: str) -> dict:
+def abnormal_score(probs, classes, dataset: str) -> np.ndarray | None:
+    """Each recording's screening score: the probability of the abnormal classes given a heart class, P(abnormal) /
+    (P(abnormal) + P(normal)), so that PASCAL's artifact probability does not rank a recording. None for a dataset
+    without a screening view."""
+    sides = SCREENING_CLASSES.get(dataset)
+    if sides is None:
+        return None
+    probs, classes = np.asarray(probs, dtype=np.float64), list(classes)
+    abnormal = probs[:, [classes.index(c) for c in sides["abnormal"]]].sum(axis=1)
+    normal = probs[:, [classes.index(c) for c in sides["normal"]]].sum(axis=1)
+    total = abnormal + normal
+    return np.divide(abnormal, total, out=np.full_like(total, 0.5), where=total > 0)
+
+
+def subset_scores(y_true, y_pred, dataset: str, scores=None) -> dict:
     """Scores of recordings that may lack some classes (one source, one device): accuracy, balanced accuracy,
     macro-F1 and per-class recall over the classes the subset has, and the screening sensitivity and specificity
-    as far as it has abnormal and normal recordings (MAcc only with both)."""
+    as far as it has abnormal and normal recordings (MAcc only with both).
+
+    With each recording's abnormal_score, and both sides present, also the screening ROC AUC: how well the scores
+    rank abnormal above normal whatever the threshold, which tells a shifted threshold (MAcc low, AUC high) from a
+    model that cannot tell the two apart on this source (both low).
+    """
     import warnings
+
+    from sklearn.metrics import roc_auc_score
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     present = sorted(set(y_true))
@@ -168,6 +189,9 @@ def subset_scores(y_true, y_pred, dataset: str) -> dict:
             screening["specificity"] = float((~called_abnormal[normal]).mean())
         if len(screening) == 2:
             screening["macc"] = (screening["sensitivity"] + screening["specificity"]) / 2
+            if scores is not None:
+                scores = np.asarray(scores)
+                screening["roc_auc"] = float(roc_auc_score(abnormal[abnormal | normal], scores[abnormal | normal]))
         out["screening"] = screening
     return out
 

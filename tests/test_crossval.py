@@ -256,11 +256,15 @@ def test_cycle_weights_score_the_same_trainings_as_runs_at_each_weight(tmp_path)
     alone = run(0.0, [0.0, 0.5, 0.9])
     swept = alone.pop("cycle_weights")
     assert list(swept) == ["0", "0.5", "0.9"]
-    for key, metrics in (("0", alone), ("0.9", run(0.9))):
+    heavy = run(0.9, [0.0, 0.9])
+    swept_heavy = heavy.pop("cycle_weights")
+    # Each run's sweep rescores the other run's weight; its own weight's entry is its headline.
+    for key, metrics, sweep in (("0", alone, swept_heavy), ("0.9", heavy, swept)):
         for figure in ("macro_f1", "balanced_accuracy", "accuracy"):
-            assert swept[key][figure]["mean"] == metrics[figure]["mean"]
+            assert sweep[key][figure]["mean"] == metrics[figure]["mean"]
         for source, figures in metrics["per_source"].items():
-            assert swept[key]["per_source"][source]["balanced_accuracy"]["mean"] == figures["balanced_accuracy"]["mean"]
+            assert sweep[key]["per_source"][source]["balanced_accuracy"]["mean"] == figures["balanced_accuracy"]["mean"]
+    assert swept["0"] == crossval.weight_summary(alone) and swept_heavy["0.9"] == crossval.weight_summary(heavy)
     assert swept["0.9"]["balanced_accuracy"]["mean"] == 1.0 > swept["0"]["balanced_accuracy"]["mean"]
 
 
@@ -296,3 +300,39 @@ def test_subset_scores_score_what_a_source_has():
     # Only normal recordings: specificity can be scored, sensitivity and MAcc cannot.
     only_normal = evaluation.subset_scores(["normal", "normal"], ["normal", "extrastole"], "pascal")
     assert only_normal["screening"] == {"specificity": 0.5}
+    # With scores, the ranking too: one normal scored above the murmur, one below.
+    ranked = evaluation.subset_scores(
+        ["normal", "normal", "murmur"], ["normal", "murmur", "murmur"], "pascal", [0.1, 0.9, 0.6]
+    )
+    assert ranked["screening"]["roc_auc"] == pytest.approx(0.5)
+    assert "roc_auc" not in evaluation.subset_scores(["normal"], ["normal"], "pascal", [0.2])["screening"]
+
+
+def test_abnormal_score_ranks_by_abnormal_against_normal_alone():
+    from heartsound import evaluation
+
+    classes = ["artifact", "extrahls", "extrastole", "murmur", "normal"]
+    probs = [[0.0, 0.05, 0.05, 0.1, 0.8], [0.9, 0.0, 0.0, 0.05, 0.05], [1.0, 0.0, 0.0, 0.0, 0.0]]
+    # The artifact-heavy recording is as likely abnormal as normal given a heart class; no heart class: 0.5.
+    assert evaluation.abnormal_score(probs, classes, "pascal") == pytest.approx([0.2, 0.5, 0.5])
+    assert evaluation.abnormal_score(probs, classes, "folder") is None
+
+
+def test_leave_one_source_out_reports_each_sources_ranking_and_its_mean():
+    """cv.json's screening ROC AUC per held-out source, from the out-of-fold probabilities, and over sources."""
+    rows = []
+    for seed, flip in ((42, False), (142, True)):
+        for source, p_abnormal in (("site-a", [0.9, 0.8, 0.3, 0.2]), ("site-b", [0.6, 0.4, 0.3, 0.5])):
+            for label, p in zip(["abnormal", "abnormal", "normal", "normal"], p_abnormal):
+                p = 1 - p if flip and source == "site-b" else p
+                rows.append((label, "abnormal" if p > 0.5 else "normal", seed, source, p, 1 - p))
+    predictions = pd.DataFrame(rows, columns=["label", "predicted", "seed", "source", "p_abnormal", "p_normal"])
+    classes = ["abnormal", "normal"]
+    scores = crossval.source_scores(predictions, classes, "physionet2016")
+    assert [run["screening"]["roc_auc"] for run in scores["site-a"]] == [1.0, 1.0]
+    assert [run["screening"]["roc_auc"] for run in scores["site-b"]] == [0.75, 0.25]
+    summary = crossval.leave_one_source_out_summary(scores, classes)
+    assert summary["screening"]["roc_auc"]["mean"] == pytest.approx(0.75)
+    assert summary["screening"]["roc_auc"]["folds"] == pytest.approx([1.0, 0.5])
+    per_source = crossval.per_source_summary(scores, classes)
+    assert per_source["site-b"]["screening"]["roc_auc"]["mean"] == pytest.approx(0.5)
