@@ -83,7 +83,9 @@ def summary(scores: list[list[dict]], classes) -> dict:
     out = {key: over_all(lambda s, key=key: s[key]) for key in SUMMARY_KEYS}
     out["per_class_f1"] = {c: over_all(lambda s, c=c: s["per_class"][c]["f1"]) for c in classes}
     if all(fold.get("screening") for seed in scores for fold in seed):
-        out["screening"] = {key: over_all(lambda s, key=key: s["screening"][key]) for key in SCREENING_KEYS}
+        ranked = all(fold["screening"].get("roc_auc") is not None for seed in scores for fold in seed)
+        keys = SCREENING_KEYS + (("roc_auc",) if ranked else ())
+        out["screening"] = {key: over_all(lambda s, key=key: s["screening"][key]) for key in keys}
     out["n_recordings"] = int(sum(fold["n_recordings"] for fold in scores[0]))
     return out
 
@@ -247,9 +249,11 @@ def _scored(done: Trained, head, table, by_id: pd.DataFrame, classes, dataset: s
     y_pred, rec_probs = np.asarray(classes)[done.probs.argmax(axis=1)], done.probs
     if head is not None:
         y_pred, rec_probs = fusion.fused_predictions(head, table, ids, rec_probs, classes)
-    score = evaluation.score(done.y_true, y_pred, classes, dataset, done.groups)
+    score = evaluation.score(done.y_true, y_pred, classes, dataset, done.groups, rec_probs)
     long = by_id.loc[ids, "duration_s"].to_numpy() >= LONG_MIN_S
-    long_score = evaluation.score(done.y_true[long], y_pred[long], classes, dataset) if long.any() else None
+    long_score = None
+    if long.any():
+        long_score = evaluation.score(done.y_true[long], y_pred[long], classes, dataset, probs=rec_probs[long])
     fold_table = evaluation.predictions_table(ids, done.y_true, y_pred, rec_probs, classes)
     fold_table.insert(3, "fold", t.fold)
     fold_table.insert(4, "seed", t.seed)

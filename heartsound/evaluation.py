@@ -138,9 +138,28 @@ def dataset_metrics(dataset: str, y_true, y_pred, groups=None) -> dict:
     return {}
 
 
-def score(y_true, y_pred, classes, dataset: str, groups=None) -> dict:
-    """All recording-level metrics: the common ones plus the dataset's own."""
-    return {**classification_metrics(y_true, y_pred, classes), **dataset_metrics(dataset, y_true, y_pred, groups)}
+def score(y_true, y_pred, classes, dataset: str, groups=None, probs=None) -> dict:
+    """All recording-level metrics: the common ones plus the dataset's own; with the recordings' class
+    probabilities, the screening ROC AUC too."""
+    metrics = {**classification_metrics(y_true, y_pred, classes), **dataset_metrics(dataset, y_true, y_pred, groups)}
+    if probs is not None and "screening" in metrics:
+        metrics["screening"]["roc_auc"] = screening_auc(y_true, abnormal_score(probs, classes, dataset), dataset)
+    return metrics
+
+
+def screening_auc(y_true, scores, dataset: str) -> float | None:
+    """ROC AUC of abnormal_score over the recordings labelled abnormal or normal; None without both."""
+    from sklearn.metrics import roc_auc_score
+
+    sides = SCREENING_CLASSES.get(dataset)
+    if sides is None:
+        return None
+    y_true = np.asarray(y_true)
+    abnormal, normal = np.isin(y_true, sides["abnormal"]), np.isin(y_true, sides["normal"])
+    if not abnormal.any() or not normal.any():
+        return None
+    heart = abnormal | normal
+    return float(roc_auc_score(abnormal[heart], np.asarray(scores)[heart]))
 
 
 def abnormal_score(probs, classes, dataset: str) -> np.ndarray | None:
@@ -168,8 +187,6 @@ def subset_scores(y_true, y_pred, dataset: str, scores=None) -> dict:
     """
     import warnings
 
-    from sklearn.metrics import roc_auc_score
-
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     present = sorted(set(y_true))
     with warnings.catch_warnings():
@@ -190,8 +207,7 @@ def subset_scores(y_true, y_pred, dataset: str, scores=None) -> dict:
         if len(screening) == 2:
             screening["macc"] = (screening["sensitivity"] + screening["specificity"]) / 2
             if scores is not None:
-                scores = np.asarray(scores)
-                screening["roc_auc"] = float(roc_auc_score(abnormal[abnormal | normal], scores[abnormal | normal]))
+                screening["roc_auc"] = screening_auc(y_true, scores, dataset)
         out["screening"] = screening
     return out
 

@@ -100,7 +100,7 @@ def run_evaluate(
     head = fusion.load(model_dir)
     if head is not None:
         y_pred, rec_probs = fusion.fused_predictions(head, fusion.load_table(cycles_dir), ids, rec_probs, classes)
-    metrics = evaluation.score(y_true, y_pred, classes, params.data.dataset, groups)
+    metrics = evaluation.score(y_true, y_pred, classes, params.data.dataset, groups, rec_probs)
     metrics["split"] = "test"
     os.makedirs(Path(metrics_path).parent, exist_ok=True)
     with open(metrics_path, "w", encoding="utf-8") as f:

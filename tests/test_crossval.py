@@ -318,6 +318,25 @@ def test_abnormal_score_ranks_by_abnormal_against_normal_alone():
     assert evaluation.abnormal_score(probs, classes, "folder") is None
 
 
+def test_grouped_summary_averages_the_folds_screening_ranking_when_every_fold_has_one():
+    from heartsound import evaluation
+
+    classes = ["abnormal", "normal"]
+    y_true = ["abnormal", "abnormal", "normal", "normal"]
+
+    def fold(p_abnormal, with_probs=True):
+        probs = np.column_stack([p_abnormal, 1 - np.asarray(p_abnormal)])
+        y_pred = np.asarray(classes)[probs.argmax(axis=1)]
+        return evaluation.score(y_true, y_pred, classes, "physionet2016", probs=probs if with_probs else None)
+
+    perfect, half = fold([0.9, 0.8, 0.3, 0.2]), fold([0.9, 0.2, 0.3, 0.1])
+    out = crossval.summary([[perfect, half]], classes)
+    assert out["screening"]["roc_auc"]["folds"] == pytest.approx([1.0, 0.75])
+    assert out["screening"]["roc_auc"]["mean"] == pytest.approx(0.875)
+    # A fold scored without probabilities: no mean that would hide it.
+    assert "roc_auc" not in crossval.summary([[perfect, fold([0.9, 0.2, 0.3, 0.1], False)]], classes)["screening"]
+
+
 def test_leave_one_source_out_reports_each_sources_ranking_and_its_mean():
     """cv.json's screening ROC AUC per held-out source, from the out-of-fold probabilities, and over sources."""
     rows = []

@@ -47,3 +47,19 @@ def test_confusion_plot_is_written(tmp_path):
     path = tmp_path / "cm.png"
     evaluation.plot_confusion(["murmur", "normal"], ["normal", "normal"], CLASSES, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_ranks_abnormal_against_normal_with_the_probabilities_leaving_artifact_out():
+    classes = ["abnormal", "normal"]
+    y_true = ["abnormal", "normal", "abnormal", "normal"]
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    y_pred = np.asarray(classes)[probs.argmax(axis=1)]
+    scored = evaluation.score(y_true, y_pred, classes, "physionet2016", probs=probs)
+    # Abnormal above normal in 3 of the 4 pairs; without probabilities, no ranking.
+    assert scored["screening"]["roc_auc"] == pytest.approx(0.75)
+    assert "roc_auc" not in evaluation.score(y_true, y_pred, classes, "physionet2016")["screening"]
+    # PASCAL: an artifact recording is neither side, whatever its score.
+    pascal = ["artifact", "extrahls", "extrastole", "murmur", "normal"]
+    probs = np.array([[0.0, 0.0, 0.0, 0.9, 0.1], [0.0, 0.0, 0.0, 0.2, 0.8], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    y_true, y_pred = ["murmur", "normal", "artifact"], ["murmur", "normal", "artifact"]
+    assert evaluation.score(y_true, y_pred, pascal, "pascal", probs=probs)["screening"]["roc_auc"] == 1.0

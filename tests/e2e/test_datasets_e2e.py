@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from conftest import REPO_ROOT, make_project
 from missing import skip_or_fail
+from sklearn.metrics import roc_auc_score
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +78,11 @@ def test_physionet2016_end_to_end(samples_project):
     screening = metrics["screening"]
     assert screening["n_recordings"] == len(test)
     assert screening["macc"] == pytest.approx((screening["sensitivity"] + screening["specificity"]) / 2)
+    # The ranking of the test recordings' written probabilities.
+    predictions = pd.read_csv(samples_project.path / "metrics/test_predictions.csv")
+    assert screening["roc_auc"] == pytest.approx(
+        roc_auc_score(predictions["label"] == "abnormal", predictions["p_abnormal"])
+    )
 
 
 def test_circor2022_end_to_end(samples_project):
