@@ -18,6 +18,8 @@ from heartsound.config import Params
 LONG_MIN_S = 4.0
 SUMMARY_KEYS = ("macro_f1", "balanced_accuracy", "accuracy")
 SCREENING_KEYS = ("sensitivity", "specificity", "macc")
+# cycle_weight_chosen picks each fold's weight by this figure: it is the screening MAcc on two classes.
+CHOSEN_BY = "balanced_accuracy"
 # Training seeds of a fold are train.seed, +SEED_STEP, ...: clear of the train.ensemble members' seed, seed+1, ...
 SEED_STEP = 100
 SPLITS = ("train", "val", "test")
@@ -83,11 +85,16 @@ def summary(scores: list[list[dict]], classes) -> dict:
     out = {key: over_all(lambda s, key=key: s[key]) for key in SUMMARY_KEYS}
     out["per_class_f1"] = {c: over_all(lambda s, c=c: s["per_class"][c]["f1"]) for c in classes}
     if all(fold.get("screening") for seed in scores for fold in seed):
-        ranked = all(fold["screening"].get("roc_auc") is not None for seed in scores for fold in seed)
-        keys = SCREENING_KEYS + (("roc_auc",) if ranked else ())
+        keys = screening_keys(fold["screening"] for seed in scores for fold in seed)
         out["screening"] = {key: over_all(lambda s, key=key: s["screening"][key]) for key in keys}
     out["n_recordings"] = int(sum(fold["n_recordings"] for fold in scores[0]))
     return out
+
+
+def screening_keys(screenings) -> tuple:
+    """The screening figures to average: SCREENING_KEYS, and the ROC AUC when every one of these screening
+    dicts has it (a mean over some folds only would hide the others)."""
+    return SCREENING_KEYS + (("roc_auc",) if all("roc_auc" in s for s in screenings) else ())
 
 
 def fold_indices(recordings: pd.DataFrame, params: Params) -> list[tuple]:
@@ -168,10 +175,9 @@ def leave_one_source_out_summary(scores: dict[str, list[dict]], classes) -> dict
         out["note"] = "no held-out source has every class: the means are over all sources, each on its own classes"
     screened = [s for s, runs in scores.items() if "macc" in runs[0].get("screening", {})]
     if screened:
-        ranked = all("roc_auc" in scores[s][0]["screening"] for s in screened)
         out["screening"] = {
             key: summarise([[scores[s][i]["screening"][key] for s in screened] for i in range(n_seeds)])
-            for key in SCREENING_KEYS + (("roc_auc",) if ranked else ())
+            for key in screening_keys(scores[s][0]["screening"] for s in screened)
         }
         out["screening"]["mean_over"] = screened
     out["n_recordings"] = int(sum(runs[0]["n_recordings"] for runs in scores.values()))
@@ -315,17 +321,50 @@ def run(
         )
     metrics, predictions = _metrics(scored, todo, classes, params)
     if sweep:
+        by_weight = {}
         metrics["cycle_weights"] = {}
         for weight in sweep:
             if weight == params.train.cycle_weight:  # the headline's own fusion
+                by_weight[weight] = scored
                 metrics["cycle_weights"][f"{weight:g}"] = weight_summary(metrics)
                 continue
-            rescored = {
+            by_weight[weight] = {
                 key: _scored(done, _weighed(heads, key[0], weight), table, by_id, classes, params.data.dataset)
                 for key, done in finished.items()
             }
-            metrics["cycle_weights"][f"{weight:g}"] = weight_summary(_metrics(rescored, todo, classes, params)[0])
+            metrics["cycle_weights"][f"{weight:g}"] = weight_summary(
+                _metrics(by_weight[weight], todo, classes, params)[0]
+            )
+        if len(by_weight) > 1:
+            metrics["cycle_weight_chosen"] = chosen_weight_summary(by_weight, todo, classes, params)
     return metrics, predictions
+
+
+def choose_weights(by_weight: dict, key: str = CHOSEN_BY) -> dict:
+    """{fold: the weight whose mean `key` over the other folds (and seeds) is highest}: no fold's weight is
+    chosen on its own test recordings. by_weight: {weight: {(fold, seed): (score, ...)}}; ties go to the weight
+    listed first."""
+    folds = dict.fromkeys(fold for scored in by_weight.values() for fold, _ in scored)
+    chosen = {}
+    for fold in folds:
+
+        def others(weight, fold=fold):
+            return np.mean([result[0][key] for (f, _), result in by_weight[weight].items() if f != fold])
+
+        chosen[fold] = max(by_weight, key=others)
+    return chosen
+
+
+def chosen_weight_summary(by_weight: dict, todo: list[Training], classes, params: Params) -> dict:
+    """cv.json's cycle_weight_chosen: each fold scored at the weight the other folds choose (choose_weights),
+    the figure a weight chosen by this cv would give on data it did not choose by."""
+    chosen = choose_weights(by_weight)
+    scored = {(t.fold, t.seed): by_weight[chosen[t.fold]][t.fold, t.seed] for t in todo}
+    return {
+        "chosen_by": f"{CHOSEN_BY} of the other folds",
+        "weights": {str(fold): weight for fold, weight in chosen.items()},
+        **weight_summary(_metrics(scored, todo, classes, params)[0]),
+    }
 
 
 def _weighed(heads: dict, fold, weight: float):

@@ -266,6 +266,29 @@ def test_cycle_weights_score_the_same_trainings_as_runs_at_each_weight(tmp_path)
             assert sweep[key]["per_source"][source]["balanced_accuracy"]["mean"] == figures["balanced_accuracy"]["mean"]
     assert swept["0"] == crossval.weight_summary(alone) and swept_heavy["0.9"] == crossval.weight_summary(heavy)
     assert swept["0.9"]["balanced_accuracy"]["mean"] == 1.0 > swept["0"]["balanced_accuracy"]["mean"]
+    # Every fold's other fold is right with the heavy head only: each fold is scored at 0.9, as the headline is.
+    chosen = heavy["cycle_weight_chosen"]
+    assert chosen.pop("weights") == {"0": 0.9, "1": 0.9}
+    assert chosen.pop("chosen_by") == "balanced_accuracy of the other folds"
+    assert chosen == swept_heavy["0.9"]
+    # A run with one weight has nothing to choose from.
+    assert "cycle_weight_chosen" not in run(0.9, [0.9])
+
+
+def test_each_folds_weight_is_chosen_by_the_other_folds_alone():
+    def results(*balanced_accuracies):  # folds 0, 1, 2, two seeds each
+        return {
+            (fold, seed): ({"balanced_accuracy": ba + 0.01 * (seed == 142)},)
+            for fold, ba in enumerate(balanced_accuracies)
+            for seed in (42, 142)
+        }
+
+    # Fold 0 is best at 0 on its own recordings, but the other two folds prefer 0.5; folds 1 and 2 see fold 0's 0.9.
+    by_weight = {0.0: results(0.9, 0.5, 0.5), 0.5: results(0.6, 0.7, 0.6)}
+    assert crossval.choose_weights(by_weight) == {0: 0.5, 1: 0.0, 2: 0.0}
+    # A tie goes to the weight listed first.
+    tied = {0.7: results(0.6, 0.6, 0.6), 0.3: results(0.6, 0.6, 0.6)}
+    assert crossval.choose_weights(tied) == {0: 0.7, 1: 0.7, 2: 0.7}
 
 
 def test_leave_one_source_out_holds_out_each_source_and_leaves_incomplete_ones_out_of_the_mean(tmp_path):
