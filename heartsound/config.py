@@ -165,7 +165,8 @@ def _type_name(option: Any) -> str:
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check one value against its annotation (int, float, str, bool, X | None)."""
+    """Check one value against its annotation (int, float, str, bool, X | None, and tuple[X, ...] from a YAML
+    list, each item checked as X and named key[i])."""
     if get_origin(annotation) is tuple:  # tuple[X, ...]: a YAML list of X
         if not isinstance(value, list):
             raise ParamsError(f"params: '{key}' must be a list, got {value!r} ({type(value).__name__})")
